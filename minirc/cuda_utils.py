@@ -1,0 +1,56 @@
+"""Small helpers for the ``"cuda"`` backend: device arrays, copies at the edges, launch sizes.
+
+On the ``"cuda"`` backend, ops accept NumPy arrays or Numba device arrays. A NumPy input is copied to
+the device and the result copied back (a convenience for tests and notebooks); a device-array input
+gives a device-array result, so a chain of ops keeps its data on the GPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+THREADS_PER_BLOCK = 256
+
+
+def cuda():
+    """Numba's CUDA module (or its simulator), imported on first use so ``import minirc`` stays light."""
+    from minirc.backend import require_cuda
+
+    require_cuda()
+    from numba import cuda as _cuda
+
+    return _cuda
+
+
+def is_device_array(a) -> bool:
+    """True for a Numba device array (real or simulated) without importing numba.cuda."""
+    return hasattr(a, "copy_to_host") and hasattr(a, "shape")
+
+
+def to_device(a):
+    """Device copy of a host array; device arrays pass through unchanged."""
+    if is_device_array(a):
+        return a
+    return cuda().to_device(np.ascontiguousarray(a))
+
+
+def device_zeros(shape, dtype):
+    return cuda().to_device(np.zeros(shape, dtype=dtype))
+
+
+def to_host(a):
+    """NumPy copy of a device array; NumPy arrays pass through unchanged."""
+    if is_device_array(a):
+        return a.copy_to_host()
+    return np.asarray(a)
+
+
+def like_input(result, *inputs):
+    """Return ``result`` (a device array) on the host unless one of the inputs was on the device."""
+    if any(is_device_array(x) for x in inputs):
+        return result
+    return to_host(result)
+
+
+def blocks_for(n: int, threads: int = THREADS_PER_BLOCK) -> int:
+    """Number of blocks so that ``blocks * threads >= n`` (at least one: launches of 0 are invalid)."""
+    return max(1, (int(n) + threads - 1) // threads)
