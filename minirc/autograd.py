@@ -22,7 +22,7 @@ import threading
 
 import numpy as np
 
-from minirc.cuda_utils import is_device_array, to_host
+from minirc.cuda_utils import array_module, is_device_array, to_device, to_host
 
 _state = threading.local()
 
@@ -79,6 +79,10 @@ class Function:
             parents = tuple(a if isinstance(a, Tensor) else None for a in args)
             result._node = _Node(cls, ctx, parents)
         return result
+
+
+def _add(a, b):
+    return array_module(a, b).add(a, b)
 
 
 def _topological_order(root: "Tensor") -> list:
@@ -163,7 +167,9 @@ class Tensor:
                 raise ValueError(f"backward(grad): grad may be omitted only for a single-element tensor, got shape {self.shape}")
             grad = np.ones(self.shape, dtype=self.dtype)
         grad = grad.data if isinstance(grad, Tensor) else grad
-        if tuple(grad.shape) != self.shape:
+        if is_device_array(self.data) and not is_device_array(grad):
+            grad = to_device(np.asarray(grad, dtype=self.dtype))  # the seed gradient joins the data on the GPU
+        if tuple(grad.shape) != tuple(self.shape):
             raise ValueError(f"backward(grad): expected shape {self.shape}, got {tuple(grad.shape)}")
         grads = {id(self): grad}
         for t in reversed(_topological_order(self)):
@@ -172,7 +178,7 @@ class Tensor:
                 continue
             if t._node is None:
                 # copy: one upstream array may reach several leaves (add returns it twice)
-                t.grad = (g.copy() if isinstance(g, np.ndarray) else g) if t.grad is None else t.grad + g
+                t.grad = (g.copy() if isinstance(g, np.ndarray) else g) if t.grad is None else _add(t.grad, g)
                 continue
             node = t._node
             in_grads = node.fn.backward(node.ctx, g)
@@ -185,6 +191,6 @@ class Tensor:
                     raise RuntimeError(f"{node.fn.__name__}.backward returned a gradient of shape "
                                        f"{tuple(pg.shape)} for an input of shape {parent.shape}")
                 key = id(parent)
-                grads[key] = pg if key not in grads else grads[key] + pg
+                grads[key] = pg if key not in grads else _add(grads[key], pg)
 
     # ----- operators (defined in minirc.tensor_math, attached there) ---------------------------

@@ -26,11 +26,26 @@ def is_device_array(a) -> bool:
     return hasattr(a, "copy_to_host") and hasattr(a, "shape")
 
 
+def array_module(*arrays):
+    """``numpy`` for host arrays, :data:`minirc.cuda_array.device_numpy` if any array lives on the GPU."""
+    if any(is_device_array(a) for a in arrays):
+        from minirc.cuda_array import device_numpy
+
+        return device_numpy
+    return np
+
+
+def c_order(a) -> np.ndarray:
+    """A C-contiguous host array; unlike np.ascontiguousarray it keeps 0-d arrays 0-d."""
+    a = np.asarray(a)
+    return a if a.flags.c_contiguous else a.copy(order="C")
+
+
 def to_device(a):
     """Device copy of a host array; device arrays pass through unchanged."""
     if is_device_array(a):
         return a
-    return cuda().to_device(np.ascontiguousarray(a))
+    return cuda().to_device(c_order(a))
 
 
 def device_zeros(shape, dtype):

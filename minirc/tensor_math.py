@@ -2,26 +2,30 @@
 
 Each op is a :class:`~minirc.autograd.Function` with its backward right under its forward.
 Broadcasting follows NumPy; a broadcast input receives the gradient summed back to its own shape
-(:func:`unbroadcast`). These ops run on host NumPy arrays; the heavy layers live in
-:mod:`minirc.ops` and are reached through :mod:`minirc.nn.functional`.
+(:func:`unbroadcast`). Each op runs on NumPy arrays, or on Numba device arrays through
+:mod:`minirc.cuda_array` (``xp = array_module(...)`` picks the namespace), so the ``"cuda"``
+backend keeps the whole graph on the GPU. The heavy layers live in :mod:`minirc.ops` and are
+reached through :mod:`minirc.nn.functional`.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from minirc.autograd import Function, Tensor
+from minirc.cuda_utils import array_module, is_device_array
 
 
-def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
+def unbroadcast(grad, shape: tuple):
     """Sum ``grad`` over the axes NumPy broadcasting added or stretched to reach ``grad.shape``."""
-    if grad.shape == tuple(shape):
+    if tuple(grad.shape) == tuple(shape):
         return grad
+    xp = array_module(grad)
     extra = grad.ndim - len(shape)
-    grad = grad.sum(axis=tuple(range(extra))) if extra > 0 else grad
+    grad = xp.sum(grad, axis=tuple(range(extra))) if extra > 0 else grad
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     if stretched:
-        grad = grad.sum(axis=stretched, keepdims=True)
-    return grad.reshape(shape)
+        grad = xp.sum(grad, axis=stretched, keepdims=True)
+    return xp.reshape(grad, tuple(shape))
 
 
 def _shape(a):
@@ -32,7 +36,7 @@ class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (_shape(a), _shape(b))
-        return np.add(a, b)
+        return array_module(a, b).add(a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -43,24 +47,25 @@ class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (_shape(a), _shape(b))
-        return np.subtract(a, b)
+        return array_module(a, b).subtract(a, b)
 
     @staticmethod
     def backward(ctx, g):
-        return unbroadcast(g, ctx.shapes[0]), unbroadcast(-g, ctx.shapes[1])
+        return unbroadcast(g, ctx.shapes[0]), unbroadcast(array_module(g).negative(g), ctx.shapes[1])
 
 
 class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return np.multiply(a, b)
+        return array_module(a, b).multiply(a, b)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved
-        ga = unbroadcast(g * b, _shape(a)) if ctx.needs_grad[0] else None
-        gb = unbroadcast(g * a, _shape(b)) if ctx.needs_grad[1] else None
+        xp = array_module(g)
+        ga = unbroadcast(xp.multiply(g, b), _shape(a)) if ctx.needs_grad[0] else None
+        gb = unbroadcast(xp.multiply(g, a), _shape(b)) if ctx.needs_grad[1] else None
         return ga, gb
 
 
@@ -68,24 +73,28 @@ class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return np.divide(a, b)
+        return array_module(a, b).divide(a, b)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved
-        ga = unbroadcast(g / b, _shape(a)) if ctx.needs_grad[0] else None
-        gb = unbroadcast(-g * a / (b * b), _shape(b)) if ctx.needs_grad[1] else None
+        xp = array_module(g)
+        ga = unbroadcast(xp.divide(g, b), _shape(a)) if ctx.needs_grad[0] else None
+        if ctx.needs_grad[1]:  # d(a/b)/db = -a / b^2
+            gb = unbroadcast(xp.negative(xp.divide(xp.multiply(g, a), xp.multiply(b, b))), _shape(b))
+        else:
+            gb = None
         return ga, gb
 
 
 class Neg(Function):
     @staticmethod
     def forward(ctx, a):
-        return np.negative(a)
+        return array_module(a).negative(a)
 
     @staticmethod
     def backward(ctx, g):
-        return -g
+        return array_module(g).negative(g)
 
 
 class Pow(Function):
@@ -95,12 +104,13 @@ class Pow(Function):
     def forward(ctx, a, p):
         ctx.save_for_backward(a)
         ctx.p = p
-        return np.power(a, p)
+        return array_module(a).power(a, p)
 
     @staticmethod
     def backward(ctx, g):
         (a,) = ctx.saved
-        return g * ctx.p * np.power(a, ctx.p - 1), None
+        xp = array_module(g)
+        return xp.multiply(g, xp.multiply(xp.power(a, ctx.p - 1), np.asarray(ctx.p, a.dtype))), None
 
 
 class MatMul(Function):
@@ -109,85 +119,104 @@ class MatMul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return np.matmul(a, b)
+        return array_module(a, b).matmul(a, b)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved
-        ga = unbroadcast(np.matmul(g, np.swapaxes(b, -1, -2)), a.shape) if ctx.needs_grad[0] else None
-        gb = unbroadcast(np.matmul(np.swapaxes(a, -1, -2), g), b.shape) if ctx.needs_grad[1] else None
+        xp = array_module(g)
+        ga = unbroadcast(xp.matmul(g, xp.swapaxes(b, -1, -2)), a.shape) if ctx.needs_grad[0] else None
+        gb = unbroadcast(xp.matmul(xp.swapaxes(a, -1, -2), g), b.shape) if ctx.needs_grad[1] else None
         return ga, gb
 
 
 class Exp(Function):
     @staticmethod
     def forward(ctx, a):
-        out = np.exp(a)
+        out = array_module(a).exp(a)
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx, g):
-        return g * ctx.saved[0]
+        return array_module(g).multiply(g, ctx.saved[0])
 
 
 class Log(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.save_for_backward(a)
-        return np.log(a)
+        return array_module(a).log(a)
 
     @staticmethod
     def backward(ctx, g):
-        return g / ctx.saved[0]
+        return array_module(g).divide(g, ctx.saved[0])
 
 
 class Sum(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
         ctx.shape, ctx.axis, ctx.keepdims = a.shape, axis, keepdims
+        if is_device_array(a):
+            return array_module(a).sum(a, axis=axis, keepdims=keepdims)
         return np.asarray(np.sum(a, axis=axis, keepdims=keepdims))
 
     @staticmethod
     def backward(ctx, g):
-        if ctx.axis is not None and not ctx.keepdims:
-            axes = (ctx.axis,) if np.isscalar(ctx.axis) else tuple(ctx.axis)
-            g = np.expand_dims(g, tuple(ax % len(ctx.shape) for ax in axes))
-        return np.broadcast_to(g, ctx.shape).copy()
+        xp = array_module(g)
+        ndim = len(ctx.shape)
+        axes = range(ndim) if ctx.axis is None else ((ctx.axis,) if np.isscalar(ctx.axis) else ctx.axis)
+        axes = {ax % max(ndim, 1) for ax in axes}
+        kept = tuple(1 if i in axes else n for i, n in enumerate(ctx.shape))  # g with keepdims=True
+        out = xp.broadcast_to(xp.reshape(g, kept), ctx.shape)
+        return out.copy() if isinstance(out, np.ndarray) else out  # a writable array, not a view
 
 
 class Reshape(Function):
     @staticmethod
     def forward(ctx, a, shape):
         ctx.shape = a.shape
-        return np.reshape(a, shape)
+        return array_module(a).reshape(a, shape)
 
     @staticmethod
     def backward(ctx, g):
-        return np.reshape(g, ctx.shape), None
+        return array_module(g).reshape(g, ctx.shape), None
 
 
 class Transpose(Function):
     @staticmethod
     def forward(ctx, a, axes):
         ctx.axes = axes
-        return np.transpose(a, axes)
+        return array_module(a).transpose(a, axes)
 
     @staticmethod
     def backward(ctx, g):
-        return np.transpose(g, np.argsort(ctx.axes)), None
+        return array_module(g).transpose(g, tuple(np.argsort(ctx.axes))), None
 
 
 class GetItem(Function):
-    """a[index] for any NumPy index; the backward scatters with ``np.add.at`` so repeats add up."""
+    """a[index] for any NumPy index; the backward scatters with ``np.add.at`` so repeats add up.
+
+    On the device the host turns the index into flat source positions once; the forward gathers
+    them and the backward sums them back in a fixed order (:mod:`minirc.cuda_array`).
+    """
 
     @staticmethod
     def forward(ctx, a, index):
-        ctx.shape, ctx.dtype, ctx.index = a.shape, a.dtype, index
+        ctx.shape, ctx.index = a.shape, index
+        if is_device_array(a):
+            from minirc import cuda_array
+
+            ctx.positions = cuda_array.flat_index(a.shape, index)
+            return cuda_array.gather(a, ctx.positions)
         return a[index]
 
     @staticmethod
     def backward(ctx, g):
+        if is_device_array(g):
+            from minirc import cuda_array
+
+            return cuda_array.scatter_sum(g, ctx.positions, ctx.shape), None
         out = np.zeros(ctx.shape, dtype=g.dtype)
         np.add.at(out, ctx.index, g)
         return out, None
@@ -198,23 +227,27 @@ class Concat(Function):
     def forward(ctx, *arrays, axis=0):
         ctx.axis = axis
         ctx.sizes = [a.shape[axis] for a in arrays]
-        return np.concatenate(arrays, axis=axis)
+        return array_module(*arrays).concatenate(arrays, axis=axis)
 
     @staticmethod
     def backward(ctx, g):
         cuts = np.cumsum(ctx.sizes)[:-1]
-        return tuple(np.split(g, cuts, axis=ctx.axis))
+        return tuple(array_module(g).split(g, cuts, axis=ctx.axis))
 
 
 class Stack(Function):
     @staticmethod
     def forward(ctx, *arrays, axis=0):
-        ctx.axis = axis
-        return np.stack(arrays, axis=axis)
+        xp = array_module(*arrays)
+        ctx.axis = axis = axis % (arrays[0].ndim + 1)
+        expanded = [xp.reshape(a, a.shape[:axis] + (1,) + a.shape[axis:]) for a in arrays]
+        return xp.concatenate(expanded, axis=axis)  # stack = concatenate along a new unit axis
 
     @staticmethod
     def backward(ctx, g):
-        return tuple(np.moveaxis(g, ctx.axis, 0))
+        xp = array_module(g)
+        parts = xp.split(g, np.arange(1, g.shape[ctx.axis]), axis=ctx.axis)
+        return tuple(xp.reshape(p, p.shape[:ctx.axis] + p.shape[ctx.axis + 1:]) for p in parts)
 
 
 def _t(x):
