@@ -35,9 +35,10 @@ def as_array(a, name: str, ndim: int | None = None, last_dim: int | None = None,
         a = np.asarray(a)
         if a.dtype == object:
             raise TypeError(f"{name}: expected a numeric array, got an object array")
-    if ndim is not None and a.ndim != ndim:
+    shape = tuple(a.shape)  # the CUDA simulator's shape objects take no negative indices
+    if ndim is not None and len(shape) != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions, got {_describe(a)}")
-    if last_dim is not None and (a.ndim == 0 or a.shape[-1] != last_dim):
+    if last_dim is not None and (not shape or shape[-1] != last_dim):
         raise ValueError(f"{name}: expected last dimension of size {last_dim}, got {_describe(a)}")
     if float_only and a.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name}: expected float32 or float64, got {_describe(a)}")

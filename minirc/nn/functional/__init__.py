@@ -9,7 +9,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "conv2d": ".conv", "conv_transpose2d": ".conv",
     "linear": ".linear",
     "relu": ".activation", "sigmoid": ".activation",
-    "max_pool2d": ".pooling", "interpolate": ".interpolate",
+    "max_pool2d": ".pooling", "interpolate": ".upsampling",
     "frozen_batch_norm2d": ".norm",
     "smooth_l1_loss": ".loss", "binary_cross_entropy_with_logits": ".loss", "cross_entropy": ".loss",
     "roi_align": ".roi", "roi_pool": ".roi",

@@ -1,0 +1,85 @@
+"""Differentiable RoIAlign and RoIPool (``torchvision.ops.roi_align`` / ``roi_pool``).
+
+Gradients flow into the feature map only: the boxes are constants (proposals and ground truth
+are computed outside the tape, as in torchvision, which has no gradient w.r.t. rois either).
+The kernels live in :mod:`minirc.ops.roi_align` and :mod:`minirc.ops.roi_pool`; the backward
+runs on the backend the forward used and is deterministic (see those modules).
+"""
+from __future__ import annotations
+
+from minirc.autograd import Function, Tensor
+from minirc.backend import get_backend
+from minirc.cuda_utils import is_device_array
+from minirc.ops.roi_align import roi_align as _roi_align
+from minirc.ops.roi_align import roi_align_backward as _roi_align_backward
+from minirc.ops.roi_pool import roi_pool as _roi_pool
+from minirc.ops.roi_pool import roi_pool_backward as _roi_pool_backward
+from minirc.ops._rois import check_rois
+
+
+def _as_rois(input, boxes):
+    """(K, 5) host rois in the input's dtype from a (K, 5) array/Tensor or a list of (L, 4) boxes."""
+    data = input.data if isinstance(input, Tensor) else input
+    if isinstance(boxes, (list, tuple)):
+        boxes = [b.data if isinstance(b, Tensor) else b for b in boxes]
+    elif isinstance(boxes, Tensor):
+        boxes = boxes.data
+    if len(getattr(data, "shape", ())) != 4:
+        raise ValueError(f"input: expected an (N, C, H, W) feature map, got shape {tuple(getattr(data, 'shape', ()))}")
+    return check_rois(boxes, data.shape[0], data.dtype)[0]
+
+
+class RoIAlign(Function):
+    @staticmethod
+    def forward(ctx, input, rois, output_size=7, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
+        ctx.backend = get_backend()
+        ctx.rois, ctx.input_shape = rois, tuple(input.shape)
+        ctx.args = (spatial_scale, sampling_ratio, aligned)
+        return _roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned,
+                                backend=ctx.backend)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if not ctx.needs_grad[0]:
+            return None, None
+        if not is_device_array(grad_out):
+            grad_out = grad_out.astype(ctx.rois.dtype, copy=False)
+        return _roi_align_backward(grad_out, ctx.rois, ctx.input_shape, *ctx.args, backend=ctx.backend), None
+
+
+def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
+    """RoIAlign of ``input`` (N, C, H, W) Tensor over ``boxes``: (K, 5) [batch_index, x1, y1, x2, y2]
+    or a list of per-image (L, 4) boxes, in image pixels. Returns a (K, C, PH, PW) Tensor.
+
+    spatial_scale: feature size / image size; sampling_ratio <= 0: adaptive; aligned: see
+    :func:`minirc.ops.roi_align` and docs/pixel_model.md.
+    """
+    rois = _as_rois(input, boxes)
+    return RoIAlign.apply(input, rois, output_size=output_size, spatial_scale=spatial_scale,
+                          sampling_ratio=sampling_ratio, aligned=aligned)
+
+
+class RoIPool(Function):
+    @staticmethod
+    def forward(ctx, input, rois, output_size=7, spatial_scale=1.0):
+        ctx.backend = get_backend()
+        out, ctx.argmax = _roi_pool(input, rois, output_size, spatial_scale, return_argmax=True,
+                                         backend=ctx.backend)
+        ctx.rois, ctx.input_shape = rois, tuple(input.shape)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if not ctx.needs_grad[0]:
+            return None, None
+        if not is_device_array(grad_out):
+            grad_out = grad_out.astype(ctx.rois.dtype, copy=False)
+        return _roi_pool_backward(grad_out, ctx.argmax, ctx.rois, ctx.input_shape, backend=ctx.backend), None
+
+
+def roi_pool(input, boxes, output_size, spatial_scale=1.0):
+    """RoIPool (max over integer bins after rounding the box to cells) of ``input`` (N, C, H, W)
+    over ``boxes`` (K, 5) or a list of per-image (L, 4) boxes. Returns a (K, C, PH, PW) Tensor;
+    the gradient goes to the argmax cell of every bin."""
+    rois = _as_rois(input, boxes)
+    return RoIPool.apply(input, rois, output_size=output_size, spatial_scale=spatial_scale)

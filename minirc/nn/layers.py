@@ -1,0 +1,181 @@
+"""The layers of Mask R-CNN as Modules, with torch's constructor arguments, parameter shapes and keys.
+
+| layer | parameters (float32) | buffers | input -> output |
+|---|---|---|---|
+| ``Conv2d(in, out, k, stride, padding, dilation, bias)`` | weight (out, in, kh, kw), bias (out,) | | (N, in, H, W) -> (N, out, OH, OW) |
+| ``ConvTranspose2d(in, out, k, stride, padding, bias)`` | weight (in, out, kh, kw), bias (out,) | | (N, in, H, W) -> (N, out, (H-1)s - 2p + k, ...) |
+| ``Linear(in, out, bias)`` | weight (out, in), bias (out,) | | (R, in) -> (R, out), ``x W^T + b`` |
+| ``ReLU()`` | | | any -> same |
+| ``MaxPool2d(k, stride, padding)`` | | | (N, C, H, W) -> (N, C, OH, OW) |
+| ``FrozenBatchNorm2d(C, eps)`` | | weight, bias, running_mean, running_var (C,) | (N, C, H, W) -> same |
+
+Initialisation is torch's default (:func:`minirc.nn.init.default_init_`), drawn from
+:func:`minirc.random.generator` at construction, weight before bias.
+"""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from minirc import _checks
+from minirc.nn import init
+from minirc.nn.functional.activation import relu
+from minirc.nn.functional.norm import frozen_batch_norm2d
+from minirc.nn.functional.pooling import max_pool2d
+from minirc.nn.module import Module, Parameter
+from minirc.ops.max_pool2d import _pool_args
+
+
+def _functional(module: str, name: str):
+    """``minirc.nn.functional.<name>`` read from its own file, imported at first call (conv and linear
+    live in files another part of the library provides)."""
+    return getattr(importlib.import_module(f"minirc.nn.functional.{module}"), name)
+
+
+def _empty_parameter(*shape):
+    return Parameter(np.zeros(shape, dtype=np.float32))
+
+
+class Conv2d(Module):
+    """2-D convolution, ``torch.nn.Conv2d`` without groups: weight (out, in, kh, kw), optional bias (out,)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, *,
+                 bias=True, groups=1):
+        super().__init__()
+        self.in_channels = _checks.positive_int(in_channels, "in_channels")
+        self.out_channels = _checks.positive_int(out_channels, "out_channels")
+        self.kernel_size = _checks.pair(kernel_size, "kernel_size", minimum=1)
+        self.stride = _checks.pair(stride, "stride", minimum=1)
+        self.padding = _checks.pair(padding, "padding", minimum=0)
+        self.dilation = _checks.pair(dilation, "dilation", minimum=1)
+        if groups != 1:
+            raise ValueError(f"groups: only groups=1 is implemented (Mask R-CNN uses no grouped conv), got {groups!r}")
+        self.weight = _empty_parameter(self.out_channels, self.in_channels, *self.kernel_size)
+        self.register_parameter("bias", _empty_parameter(self.out_channels) if bias else None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.default_init_(self.weight, self.bias)
+
+    def forward(self, x):
+        conv2d = _functional("conv", "conv2d")
+        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        return s + ("" if self.bias is not None else ", bias=False")
+
+
+class ConvTranspose2d(Module):
+    """Transposed 2-D convolution (``torch.nn.ConvTranspose2d``, no output_padding/groups/dilation):
+    weight (in, out, kh, kw), optional bias (out,)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *, bias=True):
+        super().__init__()
+        self.in_channels = _checks.positive_int(in_channels, "in_channels")
+        self.out_channels = _checks.positive_int(out_channels, "out_channels")
+        self.kernel_size = _checks.pair(kernel_size, "kernel_size", minimum=1)
+        self.stride = _checks.pair(stride, "stride", minimum=1)
+        self.padding = _checks.pair(padding, "padding", minimum=0)
+        self.weight = _empty_parameter(self.in_channels, self.out_channels, *self.kernel_size)
+        self.register_parameter("bias", _empty_parameter(self.out_channels) if bias else None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # torch computes the fans of the (in, out, kh, kw) weight with the Conv rule: fan_in = out*kh*kw
+        init.default_init_(self.weight, self.bias)
+
+    def forward(self, x):
+        conv_transpose2d = _functional("conv", "conv_transpose2d")
+        return conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        return s + ("" if self.bias is not None else ", bias=False")
+
+
+class Linear(Module):
+    """``y = x W^T + b`` (``torch.nn.Linear``): weight (out_features, in_features), bias (out_features,)."""
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        self.in_features = _checks.positive_int(in_features, "in_features")
+        self.out_features = _checks.positive_int(out_features, "out_features")
+        self.weight = _empty_parameter(self.out_features, self.in_features)
+        self.register_parameter("bias", _empty_parameter(self.out_features) if bias else None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.default_init_(self.weight, self.bias)
+
+    def forward(self, x):
+        return _functional("linear", "linear")(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class ReLU(Module):
+    """``max(x, 0)``. ``inplace`` is accepted (torchvision passes ``inplace=True``) and ignored."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = bool(inplace)
+
+    def forward(self, x):
+        return relu(x)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
+
+class MaxPool2d(Module):
+    """Max pooling (``torch.nn.MaxPool2d``); the ResNet stem uses ``MaxPool2d(3, 2, 1)``."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        super().__init__()
+        self.kernel_size, self.padding = kernel_size, padding
+        self.stride = kernel_size if stride is None else stride
+        self.dilation, self.ceil_mode = dilation, bool(ceil_mode)
+        _pool_args(kernel_size, stride, padding, dilation)  # bad arguments fail here, not at the first call
+
+    def forward(self, x):
+        return max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class FrozenBatchNorm2d(Module):
+    """Batch norm with fixed statistics and affine (torchvision's ``FrozenBatchNorm2d``).
+
+    Buffers (not parameters, never trained): weight = 1, bias = 0, running_mean = 0, running_var = 1,
+    each (num_features,) float32. ``load_state_dict`` drops ``num_batches_tracked``, which plain
+    BatchNorm2d checkpoints carry, as torchvision does.
+    """
+
+    def __init__(self, num_features, eps=1e-5):
+        super().__init__()
+        self.num_features = _checks.positive_int(num_features, "num_features")
+        self.eps = _checks.number(eps, "eps", low=0.0)
+        self.register_buffer("weight", np.ones(self.num_features, dtype=np.float32))
+        self.register_buffer("bias", np.zeros(self.num_features, dtype=np.float32))
+        self.register_buffer("running_mean", np.zeros(self.num_features, dtype=np.float32))
+        self.register_buffer("running_var", np.ones(self.num_features, dtype=np.float32))
+
+    def _load_from_state_dict_hook(self, state_dict, prefix):
+        state_dict.pop(prefix + "num_batches_tracked", None)
+
+    def forward(self, x):
+        return frozen_batch_norm2d(x, self.weight, self.bias, self.running_mean, self.running_var, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}"
