@@ -2,7 +2,7 @@
 # The whole test suite: unit tests (CUDA kernels under Numba's simulator unless MINIRC_TEST_GPU=1)
 # and every notebook executed in fast mode. Extra arguments go to pytest.
 source "$(dirname "$0")/venv.sh"
-export MINIRC_FAST=1 MPLBACKEND=Agg
+export MINIRC_FAST=1
 set +e
 targets=(tests)
 compgen -G "notebooks/*.ipynb" > /dev/null && targets+=(notebooks)

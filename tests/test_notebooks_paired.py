@@ -33,3 +33,12 @@ def test_every_py_twin_has_a_notebook():
     folder = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
     lonely = [p.name for p in folder.glob("[0-9]*.py") if not p.with_suffix(".ipynb").exists()]
     assert not lonely, f"jupytext twins without an executed .ipynb: {lonely}"
+
+
+@pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_figures_were_rendered(ipynb):
+    """A notebook executed with MPLBACKEND=Agg saves no figures: readers on GitHub would see none."""
+    nb = json.loads(ipynb.read_text())
+    draws = any("plt." in "".join(c["source"]) or ".plot(" in "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    images = sum(1 for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
+    assert images or not draws, f"{ipynb.name} draws figures but holds no image output: execute it without MPLBACKEND=Agg"
