@@ -17,7 +17,8 @@ from minirc.tensor_math import cat, stack
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("ops", "nn", "optim", "detection", "data", "evaluation", "testing", "model", "visualize")
+_SUBMODULES = ("ops", "nn", "optim", "random", "detection", "data", "evaluation", "testing", "model",
+               "train", "visualize")
 __getattr__, __dir__ = lazy_exports(__name__, {name: (f".{name}", None) for name in _SUBMODULES})
 
 __all__ = ["Tensor", "Function", "no_grad", "is_grad_enabled", "cat", "stack",
