@@ -9,11 +9,22 @@ Layers of the library (see docs/architecture.md):
 
 Submodules load on first use (``minirc.ops``, ``minirc.nn``, ...), so ``import minirc`` is quick.
 """
-from minirc import tensor_math as _tensor_math  # noqa: F401  (attaches Tensor's operators)
-from minirc._lazy import lazy_exports
-from minirc.autograd import Function, Tensor, is_grad_enabled, no_grad
-from minirc.backend import cuda_available, get_backend, use_backend
-from minirc.tensor_math import cat, stack
+import os as _os
+import sys as _sys
+
+# A training step launches hundreds of small parallel kernels. Numba's default OpenMP layer pays
+# milliseconds per launch when the cores are shared (threads spin, then sleep); its simple
+# "workqueue" layer measured 3x faster per step here (docs/performance.md). Set the variable
+# yourself to choose another layer.
+_os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+if "numba" in _sys.modules:  # numba read its config already: set the layer it will pick at first launch
+    _sys.modules["numba"].config.THREADING_LAYER = _os.environ["NUMBA_THREADING_LAYER"]
+
+from minirc import tensor_math as _tensor_math  # noqa: E402,F401  (attaches Tensor's operators)
+from minirc._lazy import lazy_exports  # noqa: E402
+from minirc.autograd import Function, Tensor, is_grad_enabled, no_grad  # noqa: E402
+from minirc.backend import cuda_available, get_backend, use_backend  # noqa: E402
+from minirc.tensor_math import cat, stack  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -13,4 +13,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "nms": ".nms", "batched_nms": ".nms",
     # region pooling
     "roi_align": ".roi_align", "roi_pool": ".roi_pool",
+    # convolution and matrix products, forward and backward kernels (autograd: minirc.nn.functional)
+    "matmul": ".matmul", "conv2d_forward": ".conv2d", "conv2d_backward": ".conv2d",
+    "conv_transpose2d_forward": ".conv_transpose2d", "conv_transpose2d_backward": ".conv_transpose2d",
 })

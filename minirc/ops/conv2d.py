@@ -1,0 +1,489 @@
+"""2-D convolution (cross-correlation, as in ``torch.nn.functional.conv2d``), forward and backward.
+
+Shape shorthand: x (N, C, H, W) input, w (O, C, kh, kw) weight, b (O,) bias, y (N, O, Ho, Wo) with
+``Ho = (H + 2 ph - dh (kh - 1) - 1) // sh + 1`` (same for Wo), where s/p/d are stride, padding, dilation::
+
+    y[n, o, oh, ow] = b[o] + sum_{c, i, j} w[o, c, i, j] * x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]
+
+(taps that fall in the zero padding contribute nothing). Every backend computes it as a matrix
+product through *im2col*: ``cols[n]`` is a (C*kh*kw, Ho*Wo) matrix whose row ``(c, i, j)`` holds the
+input pixel that tap (i, j) of channel c sees at each output position, so ``y[n] = W @ cols[n]``
+with ``W = w.reshape(O, C*kh*kw)``. The backward pass is two more matrix products:
+
+* ``dw = sum_n g[n] @ cols[n]^T`` -- a correlation of x with grad_out;
+* ``dx[n] = col2im(W^T @ g[n])`` -- col2im, the adjoint of im2col, sends every column entry back to
+  the pixel it was copied from, summing overlaps: dx is a transposed convolution of grad_out.
+
+Backends: "numpy" (the reference: im2col by slicing, one loop over kernel taps), "cpu" (Numba
+im2col/col2im kernels, parallel over rows of cols / planes of dx, and BLAS for the products),
+"cuda" (one thread per cols element for im2col, the tiled GEMM of :mod:`minirc.ops.matmul`, and a
+col2im in which each input pixel *gathers* its contributions: deterministic, no atomics).
+See docs/conv.md for the derivation and the measured speed.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+from numba import cuda, njit, prange
+
+from minirc import _checks
+from minirc.backend import get_backend
+from minirc.cuda_utils import blocks_for, like_input, to_device
+from minirc.ops.matmul import gemm_cuda_device
+
+
+class Geometry(NamedTuple):
+    """Kernel size, stride, padding and dilation, each (rows, columns); a tuple, so ``*geom`` passes 8 ints."""
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    dh: int
+    dw: int
+
+    def out_size(self, h, w):
+        """(Ho, Wo): torch's formula, floor division (taps that would overhang the padding are dropped)."""
+        return ((h + 2 * self.ph - self.dh * (self.kh - 1) - 1) // self.sh + 1,
+                (w + 2 * self.pw - self.dw * (self.kw - 1) - 1) // self.sw + 1)
+
+    def is_pointwise(self):
+        """A 1x1 kernel, stride 1, no padding: cols[n] *is* x[n].reshape(C, H*W), im2col is skipped."""
+        return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
+
+
+# ---- NumPy reference: the spec -------------------------------------------------------------------
+def im2col_numpy(x, geom, out_hw):
+    """(N, C, H, W) -> cols (N, C*kh*kw, Ho*Wo); row (c, i, j), column (oh, ow)."""
+    kh, kw, sh, sw, ph, pw, dh, dw = geom
+    (n, c, _, _), (ho, wo) = x.shape, out_hw
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = np.empty((n, c, kh, kw, ho, wo), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            # tap (i, j) sees padded pixel (oh*sh + i*dh, ow*sw + j*dw) at output (oh, ow)
+            cols[:, :, i, j] = xp[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh,
+                                  j * dw: j * dw + sw * (wo - 1) + 1: sw]
+    return cols.reshape(n, c * kh * kw, ho * wo)
+
+
+def col2im_numpy(cols, x_shape, geom, out_hw):
+    """The adjoint of im2col: (N, C*kh*kw, Ho*Wo) -> (N, C, H, W), overlapping taps summed."""
+    kh, kw, sh, sw, ph, pw, dh, dw = geom
+    (n, c, h, w), (ho, wo) = x_shape, out_hw
+    cols = cols.reshape(n, c, kh, kw, ho, wo)
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh,
+               j * dw: j * dw + sw * (wo - 1) + 1: sw] += cols[:, :, i, j]
+    return xp[:, :, ph: ph + h, pw: pw + w]  # what landed in the padding is dropped
+
+
+def _forward_numpy(x, w, geom):
+    out_hw = geom.out_size(*x.shape[2:])
+    cols = im2col_numpy(x, geom, out_hw)
+    y = w.reshape(w.shape[0], -1) @ cols                     # (O, CK) @ (N, CK, P) -> (N, O, P)
+    return y.reshape(x.shape[0], w.shape[0], *out_hw)
+
+
+def _input_grad_numpy(g, w, x_hw, geom):
+    n, o, ho, wo = g.shape
+    dcols = w.reshape(o, -1).T @ g.reshape(n, o, ho * wo)     # (CK, O) @ (N, O, P) -> (N, CK, P)
+    return col2im_numpy(dcols, (n, w.shape[1], *x_hw), geom, (ho, wo))
+
+
+def _weight_grad_numpy(g, x, geom):
+    n, o, ho, wo = g.shape
+    cols = im2col_numpy(x, geom, (ho, wo))
+    dw = (g.reshape(n, o, ho * wo) @ cols.transpose(0, 2, 1)).sum(axis=0)  # sum_n g[n] @ cols[n]^T
+    return dw.reshape(o, x.shape[1], geom.kh, geom.kw)
+
+
+# ---- Numba CPU ----------------------------------------------------------------------------------
+# Work is cut into *blocks* of output columns (whole images, or bands of output rows of one image)
+# of about _BLOCK_COLUMNS columns: big enough for BLAS to run at full speed, small enough that cols
+# (C*kh*kw x block) stays in the tens of MiB even for an 800x1333 image.
+_BLOCK_COLUMNS = 4096
+
+
+@njit(cache=True)
+def _valid_range(n_out, n_in, stride, offset):
+    """Output indices o in [lo, hi) whose tap o*stride + offset lands inside [0, n_in)."""
+    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
+    hi = min(n_out, (n_in - 1 - offset) // stride + 1)  # Python floor division, also in Numba
+    return lo, max(lo, hi)
+
+
+@njit(cache=True, parallel=True)
+def _im2col_cpu_kernel(x, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, wo, cols):
+    # cols (C*kh*kw, (n1-n0)*(r1-r0)*wo): images n0..n1-1, output rows r0..r1-1.
+    # Each thread fills whole rows of cols (one kernel tap of one channel): no two threads write
+    # the same memory, and each writes contiguously, one output row (wo values) at a time.
+    _, c_in, h, w = x.shape
+    taps = kh * kw
+    per_image = (r1 - r0) * wo
+    for r in prange(c_in * taps):
+        c, i, j = r // taps, (r // kw) % kh, r % kw
+        oh_lo, oh_hi = _valid_range(r1, h, sh, i * dh - ph)
+        ow_lo, ow_hi = _valid_range(wo, w, sw, j * dw - pw)
+        shift = j * dw - pw  # input column = ow * sw + shift
+        for n in range(n0, n1):
+            for oh in range(r0, r1):
+                start = (n - n0) * per_image + (oh - r0) * wo
+                dst = cols[r, start: start + wo]
+                if oh < oh_lo or oh >= oh_hi:  # the whole output row reads zero padding
+                    dst[:] = 0
+                    continue
+                src = x[n, c, oh * sh + i * dh - ph]
+                dst[:ow_lo] = 0
+                if sw == 1:  # the common case: a contiguous copy (memcpy speed)
+                    dst[ow_lo:ow_hi] = src[ow_lo + shift: ow_hi + shift]
+                else:
+                    for ow in range(ow_lo, ow_hi):
+                        dst[ow] = src[ow * sw + shift]
+                dst[ow_hi:] = 0
+
+
+@njit(cache=True, parallel=True)
+def _col2im_cpu_kernel(dcols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, wo, dx):
+    # dx += col2im(dcols) for images n0..n1-1, output rows r0..r1-1 (dx is zeroed by the caller,
+    # bands of rows overlap in dx). Each thread owns one (image, channel) plane of dx and adds its
+    # kh*kw rows of dcols in a fixed order: race-free and bit-for-bit deterministic, no atomics.
+    _, c_in, h, w = dx.shape
+    per_image = (r1 - r0) * wo
+    for t in prange((n1 - n0) * c_in):
+        n, c = n0 + t // c_in, t % c_in
+        for i in range(kh):
+            oh_lo, oh_hi = _valid_range(r1, h, sh, i * dh - ph)
+            for j in range(kw):
+                ow_lo, ow_hi = _valid_range(wo, w, sw, j * dw - pw)
+                shift = j * dw - pw
+                r = (c * kh + i) * kw + j
+                for oh in range(max(r0, oh_lo), oh_hi):
+                    start = (n - n0) * per_image + (oh - r0) * wo
+                    src = dcols[r, start: start + wo]
+                    dst = dx[n, c, oh * sh + i * dh - ph]
+                    if sw == 1:
+                        dst[ow_lo + shift: ow_hi + shift] += src[ow_lo:ow_hi]
+                    else:
+                        for ow in range(ow_lo, ow_hi):
+                            dst[ow * sw + shift] += src[ow]
+
+
+def _blocks(n, ho, wo):
+    """(n0, n1, r0, r1) blocks of about _BLOCK_COLUMNS output columns, in a fixed order."""
+    rows = max(1, _BLOCK_COLUMNS // max(wo, 1))
+    if rows < ho:  # big images: bands of output rows, one image at a time
+        return [(k, k + 1, r, min(r + rows, ho)) for k in range(n) for r in range(0, ho, rows)]
+    per = max(1, _BLOCK_COLUMNS // max(ho * wo, 1))  # small images: several whole images per block
+    return [(k, min(k + per, n), 0, ho) for k in range(0, n, per)]
+
+
+def _cols_cpu(x, blk, geom, wo):
+    n0, n1, r0, r1 = blk
+    if geom.is_pointwise():  # a 1x1 stride-1 conv is a plain matrix product: no copy at all
+        return x[n0].reshape(x.shape[1], -1)
+    cols = np.empty((x.shape[1] * geom.kh * geom.kw, (n1 - n0) * (r1 - r0) * wo), dtype=x.dtype)
+    _im2col_cpu_kernel(x, n0, n1, r0, r1, *geom, wo, cols)
+    return cols
+
+
+def _grad_block(g3, blk, wo):
+    """The (O, columns) slice of grad_out (N, O, P) that a block covers: a strided view BLAS reads
+    directly when the block lies in one image, a copy when it spans several."""
+    n0, n1, r0, r1 = blk
+    if n1 - n0 == 1:
+        return g3[n0][:, r0 * wo: r1 * wo]
+    return g3[n0:n1].transpose(1, 0, 2).reshape(g3.shape[1], -1)
+
+
+def _cpu_blocks(n, ho, wo, geom):
+    return [(k, k + 1, 0, ho) for k in range(n)] if geom.is_pointwise() else _blocks(n, ho, wo)
+
+
+def _forward_cpu(x, w, geom):
+    (n, _, h, wd), o = x.shape, w.shape[0]
+    ho, wo = geom.out_size(h, wd)
+    w2 = w.reshape(o, -1)
+    y = np.empty((n, o, ho * wo), dtype=x.dtype)
+    for blk in _cpu_blocks(n, ho, wo, geom):
+        n0, n1, r0, r1 = blk
+        cols = _cols_cpu(x, blk, geom, wo)
+        if n1 - n0 == 1 and (r0, r1) == (0, ho):
+            np.dot(w2, cols, out=y[n0])                      # straight into the output, no copy
+        elif n1 - n0 == 1:
+            y[n0][:, r0 * wo: r1 * wo] = np.dot(w2, cols)
+        else:
+            y[n0:n1] = np.dot(w2, cols).reshape(o, n1 - n0, -1).transpose(1, 0, 2)
+    return y.reshape(n, o, ho, wo)
+
+
+def _input_grad_cpu(g, w, x_hw, geom):
+    (n, o, ho, wo), c = g.shape, w.shape[1]
+    w2t = np.ascontiguousarray(w.reshape(o, -1).T)           # (CK, O), small: copied once
+    g3 = g.reshape(n, o, ho * wo)
+    if geom.is_pointwise():
+        dx = np.empty((n, c, *x_hw), dtype=g.dtype)
+        for k in range(n):
+            np.dot(w2t, g3[k], out=dx[k].reshape(c, -1))
+        return dx
+    dx = np.zeros((n, c, *x_hw), dtype=g.dtype)
+    for blk in _blocks(n, ho, wo):
+        dcols = np.dot(w2t, _grad_block(g3, blk, wo))        # (CK, columns)
+        _col2im_cpu_kernel(dcols, *blk, *geom, wo, dx)
+    return dx
+
+
+def _weight_grad_cpu(g, x, geom):
+    n, o, ho, wo = g.shape
+    g3 = g.reshape(n, o, ho * wo)
+    dw_t = np.zeros((x.shape[1] * geom.kh * geom.kw, o), dtype=g.dtype)
+    for blk in _cpu_blocks(n, ho, wo, geom):
+        # dw^T += cols @ g^T: the same product as g @ cols^T, but OpenBLAS ran this orientation
+        # (long rows of cols, few output channels) faster in our measurements (docs/conv.md)
+        dw_t += np.dot(_cols_cpu(x, blk, geom, wo), _grad_block(g3, blk, wo).T)
+    return np.ascontiguousarray(dw_t.T).reshape(o, x.shape[1], geom.kh, geom.kw)
+
+
+# ---- Numba CUDA -----------------------------------------------------------------------------------
+@cuda.jit
+def _im2col_cuda_kernel(x, n, kh, kw, sh, sw, ph, pw, dh, dw, wo, cols):
+    # one thread per element of cols (C*kh*kw, Ho*Wo) for image n
+    t = cuda.grid(1)
+    p_total = cols.shape[1]
+    if t >= cols.shape[0] * p_total:
+        return
+    r, p = t // p_total, t % p_total
+    c, i, j = r // (kh * kw), (r // kw) % kh, r % kw
+    ih = (p // wo) * sh + i * dh - ph
+    iw = (p % wo) * sw + j * dw - pw
+    if 0 <= ih < x.shape[2] and 0 <= iw < x.shape[3]:
+        cols[r, p] = x[n, c, ih, iw]
+    else:
+        cols[r, p] = 0
+
+
+@cuda.jit
+def _col2im_cuda_kernel(dcols, n, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, dx):
+    # one thread per input pixel (c, ih, iw) of image n; it *gathers* the dcols entries of the taps
+    # that saw it (oh*sh + i*dh - ph == ih): each output written by one thread, no atomics
+    t = cuda.grid(1)
+    _, c_in, h, w = dx.shape
+    if t >= c_in * h * w:
+        return
+    c, ih, iw = t // (h * w), (t // w) % h, t % w
+    dx[n, c, ih, iw] = 0
+    for i in range(kh):
+        th = ih + ph - i * dh
+        if th < 0 or th % sh != 0 or th // sh >= ho:
+            continue
+        for j in range(kw):
+            tw = iw + pw - j * dw
+            if tw < 0 or tw % sw != 0 or tw // sw >= wo:
+                continue
+            dx[n, c, ih, iw] += dcols[(c * kh + i) * kw + j, (th // sh) * wo + tw // sw]
+
+
+def _dev_matrix(a, rows):
+    """A contiguous device array viewed as (rows, -1) without leaving the device."""
+    return a.reshape(rows, a.size // rows if rows else 0)
+
+
+def _forward_cuda(x, w, geom):
+    (n, c, h, wd), o = x.shape, w.shape[0]
+    ho, wo = geom.out_size(h, wd)
+    w2 = _dev_matrix(w, o)
+    y = cuda.device_array((n, o, ho * wo), dtype=x.dtype)
+    cols = cuda.device_array((c * geom.kh * geom.kw, ho * wo), dtype=x.dtype)
+    for k in range(n):  # per image: cols is reused, memory stays O(one image)
+        _im2col_cuda_kernel[blocks_for(cols.size), 256](x, k, *geom, wo, cols)
+        gemm_cuda_device(w2, cols, y[k])
+    return y.reshape(n, o, ho, wo)
+
+
+def _input_grad_cuda(g, w, x_hw, geom):
+    (n, o, ho, wo), c = g.shape, w.shape[1]
+    w2 = _dev_matrix(w, o)
+    dx = cuda.device_array((n, c, *x_hw), dtype=g.dtype)
+    dcols = cuda.device_array((w2.shape[1], ho * wo), dtype=g.dtype)
+    for k in range(n):
+        gemm_cuda_device(w2, _dev_matrix(g[k], o), dcols, transpose_a=True)  # W^T @ g[k]
+        _col2im_cuda_kernel[blocks_for(c * x_hw[0] * x_hw[1]), 256](dcols, k, *geom, ho, wo, dx)
+    return dx
+
+
+def _weight_grad_cuda(g, x, geom):
+    n, o, ho, wo = g.shape
+    c = x.shape[1]
+    if n == 0:  # an empty sum
+        return cuda.to_device(np.zeros((o, c, geom.kh, geom.kw), dtype=g.dtype))
+    dw = cuda.device_array((o, c * geom.kh * geom.kw), dtype=g.dtype)
+    cols = cuda.device_array((dw.shape[1], ho * wo), dtype=g.dtype)
+    for k in range(n):  # images in a fixed order; the first one overwrites, later ones add
+        _im2col_cuda_kernel[blocks_for(cols.size), 256](x, k, *geom, wo, cols)
+        gemm_cuda_device(_dev_matrix(g[k], o), cols, dw, transpose_b=True, accumulate=k > 0)
+    return dw.reshape(o, c, geom.kh, geom.kw)
+
+
+@cuda.jit
+def _add_bias_cuda_kernel(y, b):
+    # one thread per element of y (N, O, P), in place
+    t = cuda.grid(1)
+    n, o, p = y.shape
+    if t < n * o * p:
+        y[t // (o * p), (t // p) % o, t % p] += b[(t // p) % o]
+
+
+@cuda.jit
+def _bias_grad_cuda_kernel(g, db):
+    # one thread per output channel, summing over images and positions in a fixed order
+    k = cuda.grid(1)
+    n, o, p = g.shape
+    if k >= o:
+        return
+    db[k] = 0
+    for m in range(n):
+        for q in range(p):
+            db[k] += g[m, k, q]
+
+
+def _flat3(a):
+    return a.reshape(a.shape[0], a.shape[1], a.shape[2] * a.shape[3])
+
+
+def _add_bias_cuda(y, b):
+    if y.size:  # never launch an empty grid
+        _add_bias_cuda_kernel[blocks_for(y.size), 256](_flat3(y), b)
+    return y
+
+
+def _bias_grad_cuda(g):
+    db = cuda.device_array(g.shape[1], dtype=g.dtype)
+    if g.shape[1]:
+        _bias_grad_cuda_kernel[blocks_for(g.shape[1]), 256](_flat3(g), db)
+    return db
+
+
+# ---- dispatch ------------------------------------------------------------------------------------
+class ConvKernels(NamedTuple):
+    """One backend's conv building blocks, on that backend's arrays (NumPy, or CUDA device arrays).
+
+    conv_transpose2d is built from the same blocks: its forward is conv's input_grad.
+    """
+    forward: Callable      # (x, w, geom) -> y, no bias
+    input_grad: Callable   # (g, w, (H, W), geom) -> dx
+    weight_grad: Callable  # (g, x, geom) -> dw
+    add_bias: Callable     # (y, b) -> y + b[:, None, None]
+    bias_grad: Callable    # (g) -> g summed over (N, H, W)
+    wrap: Callable         # array -> backend array
+    unwrap: Callable       # (result, *inputs) -> NumPy, or device array when an input was one
+
+
+def _add_bias_host(y, b):
+    y += b[:, None, None]
+    return y
+
+
+def _bias_grad_host(g):
+    return g.sum(axis=(0, 2, 3))
+
+
+def _host(a):
+    return np.ascontiguousarray(a)
+
+
+_IMPLS = {
+    "numpy": ConvKernels(_forward_numpy, _input_grad_numpy, _weight_grad_numpy,
+                         _add_bias_host, _bias_grad_host, _host, lambda r, *_: r),
+    "cpu": ConvKernels(_forward_cpu, _input_grad_cpu, _weight_grad_cpu,
+                       _add_bias_host, _bias_grad_host, _host, lambda r, *_: r),
+    "cuda": ConvKernels(_forward_cuda, _input_grad_cuda, _weight_grad_cuda,
+                        _add_bias_cuda, _bias_grad_cuda, to_device, like_input),
+}
+
+
+def conv_kernels(backend=None) -> ConvKernels:
+    return _IMPLS[get_backend(backend)]
+
+
+# ---- public entry points ---------------------------------------------------------------------------
+def geometry(kernel_hw, stride, padding, dilation) -> Geometry:
+    """Checked Geometry from torch-style int-or-pair arguments."""
+    sh, sw = _checks.pair(stride, "stride", minimum=1)
+    ph, pw = _checks.pair(padding, "padding", minimum=0)
+    dh, dw = _checks.pair(dilation, "dilation", minimum=1)
+    return Geometry(int(kernel_hw[0]), int(kernel_hw[1]), sh, sw, ph, pw, dh, dw)
+
+
+def check_conv_inputs(x, w, b, name_x="input", name_w="weight", name_b="bias", channel_axis=1):
+    """x (N, C, H, W) and w (., ., kh, kw) float arrays of one dtype with matching C; b (w.shape[...],) or None.
+
+    channel_axis: the axis of w that must equal C (1 for conv2d, 0 for conv_transpose2d); the bias
+    must match the other one.
+    """
+    x = _checks.as_array(x, name_x, ndim=4, float_only=True)
+    w = _checks.as_array(w, name_w, ndim=4, float_only=True)
+    _checks.same_dtype(x, w, name_x, name_w)
+    if w.shape[channel_axis] != x.shape[1]:
+        raise ValueError(f"{name_w}: expected {x.shape[1]} input channels (axis {channel_axis}) to match "
+                         f"{name_x} of shape {tuple(x.shape)}, got {name_w} of shape {tuple(w.shape)}")
+    if min(w.shape[2:]) < 1:
+        raise ValueError(f"{name_w}: expected a kernel of at least 1x1, got shape {tuple(w.shape)}")
+    if b is not None:
+        b = _checks.as_array(b, name_b, ndim=1, float_only=True)
+        _checks.same_dtype(x, b, name_x, name_b)
+        n_out = w.shape[1 - channel_axis]
+        if b.shape[0] != n_out:
+            raise ValueError(f"{name_b}: expected shape ({n_out},), got {tuple(b.shape)}")
+    return x, w, b
+
+
+def output_size(x_shape, geom, name="input"):
+    ho, wo = geom.out_size(*x_shape[2:])
+    if ho <= 0 or wo <= 0:
+        raise ValueError(
+            f"{name}: spatial size {tuple(x_shape[2:])} with padding {(geom.ph, geom.pw)} is smaller than "
+            f"the dilated kernel {(geom.dh * (geom.kh - 1) + 1, geom.dw * (geom.kw - 1) + 1)}: "
+            f"the output would be {(ho, wo)}")
+    return ho, wo
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, backend=None):
+    """y = conv2d(x, w, b): x (N, C, H, W), w (O, C, kh, kw), b (O,) or None -> (N, O, Ho, Wo).
+
+    float32 or float64 (all one dtype); stride >= 1, padding >= 0, dilation >= 1, each an int or
+    an (h, w) pair. On "cuda", device-array inputs give a device-array result.
+    """
+    x, w, b = check_conv_inputs(x, w, b)
+    geom = geometry(w.shape[2:], stride, padding, dilation)
+    output_size(x.shape, geom)
+    k = conv_kernels(backend)
+    y = k.forward(k.wrap(x), k.wrap(w), geom)
+    if b is not None:
+        y = k.add_bias(y, k.wrap(b))
+    return k.unwrap(y, x, w, b)
+
+
+def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, need=(True, True, True),
+                    backend=None):
+    """Gradients of conv2d: returns (dx (N, C, H, W), dw (O, C, kh, kw), db (O,)).
+
+    grad_out: (N, O, Ho, Wo), the gradient of the loss w.r.t. y; need: three bools saying which of
+    (dx, dw, db) to compute -- the others are returned as None.
+    """
+    x, w, _ = check_conv_inputs(x, w, None)
+    geom = geometry(w.shape[2:], stride, padding, dilation)
+    expected = (x.shape[0], w.shape[0], *output_size(x.shape, geom))
+    g = _checks.as_array(grad_out, "grad_out", ndim=4, float_only=True)
+    _checks.same_dtype(x, g, "input", "grad_out")
+    if tuple(g.shape) != expected:
+        raise ValueError(f"grad_out: expected shape {expected} (the output of the convolution), got {tuple(g.shape)}")
+    k = conv_kernels(backend)
+    gs = k.wrap(g)
+    dx = k.input_grad(gs, k.wrap(w), x.shape[2:], geom) if need[0] else None
+    dw = k.weight_grad(gs, k.wrap(x), geom) if need[1] else None
+    db = k.bias_grad(gs) if need[2] else None
+    return tuple(None if r is None else k.unwrap(r, grad_out, x, w) for r in (dx, dw, db))

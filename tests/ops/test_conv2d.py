@@ -1,0 +1,157 @@
+"""conv2d forward/backward: hand-computed values, torch parity, backend agreement, errors, empties."""
+import numpy as np
+import pytest
+
+import minirc.ops.conv2d as conv_mod
+from minirc.ops.conv2d import conv2d_backward, conv2d_forward
+
+X9 = np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3)  # [[1 2 3] [4 5 6] [7 8 9]]
+# 3x3 sums of the zero-padded X9: the ones kernel with padding 1 adds each pixel's neighbourhood
+BOX_SUMS = np.array([[12, 21, 16], [27, 45, 33], [24, 39, 28]], dtype=np.float32)
+# how many 3x3 windows (padding 1) contain each pixel: 4 at corners, 6 on edges, 9 in the middle
+COVERAGE = np.array([[4, 6, 4], [6, 9, 6], [4, 6, 4]], dtype=np.float32)
+
+
+def test_golden_box_sum_forward_and_backward(backend):
+    w = np.ones((1, 1, 3, 3), np.float32)
+    y = conv2d_forward(X9, w, np.array([0.5], np.float32), padding=1, backend=backend)
+    np.testing.assert_array_equal(y[0, 0], BOX_SUMS + 0.5)
+    dx, dw, db = conv2d_backward(np.ones((1, 1, 3, 3), np.float32), X9, w, padding=1, backend=backend)
+    np.testing.assert_array_equal(dx[0, 0], COVERAGE)       # d(sum y)/dx counts the windows
+    np.testing.assert_array_equal(dw[0, 0], BOX_SUMS)       # tap (i, j) saw the same 3x3 block sums
+    np.testing.assert_array_equal(db, [9])
+
+
+def test_golden_stride_padding_dilation(backend):
+    # kernel [[1, 2], [3, 4]] dilated 2 (taps 2 apart), stride 2, padding 1 on the 5x5 padded X9:
+    # output (oh, ow) reads padded pixels (2oh + {0, 2}, 2ow + {0, 2}); only X9's centre 5 is inside
+    # the image at a tap: y = [[4*5, 3*5], [2*5, 1*5]]
+    w = np.array([[[[1, 2], [3, 4]]]], np.float32)
+    y = conv2d_forward(X9, w, None, stride=2, padding=1, dilation=2, backend=backend)
+    np.testing.assert_array_equal(y[0, 0], [[20, 15], [10, 5]])
+    dx, dw, _ = conv2d_backward(np.ones((1, 1, 2, 2), np.float32), X9, w, 2, 1, 2, backend=backend)
+    np.testing.assert_array_equal(dx[0, 0], [[0, 0, 0], [0, 10, 0], [0, 0, 0]])  # 1+2+3+4 at the centre
+    np.testing.assert_array_equal(dw[0, 0], [[5, 5], [5, 5]])
+
+
+def test_is_cross_correlation_not_convolution(backend):
+    # w = [[1, -1]] gives x[i, j] - x[i, j+1] = -1 (a flipped kernel, true convolution, would give +1)
+    y = conv2d_forward(X9, np.array([[[[1, -1]]]], np.float32), backend=backend)
+    np.testing.assert_array_equal(y, -np.ones((1, 1, 3, 2)))
+
+
+CASES = [  # (N, C, H, W, O, kh, kw, stride, padding, dilation)
+    (1, 2, 5, 5, 3, 3, 3, 1, 1, 1),
+    (2, 2, 5, 6, 3, 2, 3, (2, 1), (1, 0), (1, 2)),
+    (1, 3, 4, 4, 2, 1, 1, 1, 0, 1),  # pointwise: the cpu path skips im2col
+]
+
+
+def _random_case(case, rng, dtype=np.float32):
+    n, c, h, w, o, kh, kw, s, p, d = case
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((o, c, kh, kw)).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    y = conv2d_forward(x, wt, b, s, p, d, backend="numpy")
+    g = rng.standard_normal(y.shape).astype(dtype)
+    return x, wt, b, g, (s, p, d)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_backends_match_reference(backend, case, rng):
+    x, w, b, g, geom = _random_case(case, rng)
+    ref_y = conv2d_forward(x, w, b, *geom, backend="numpy")
+    ref = conv2d_backward(g, x, w, *geom, backend="numpy")
+    np.testing.assert_allclose(conv2d_forward(x, w, b, *geom, backend=backend), ref_y, rtol=1e-5, atol=1e-5)
+    for got, want in zip(conv2d_backward(g, x, w, *geom, backend=backend), ref):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("block_columns", [3, 7, 30, 500])
+def test_cpu_blocks_match_reference(monkeypatch, block_columns, rng):
+    # tiny blocks force bands of output rows (3, 7) and several images per block (30, 500)
+    monkeypatch.setattr(conv_mod, "_BLOCK_COLUMNS", block_columns)
+    x, w, b, g, geom = _random_case((3, 2, 6, 5, 3, 3, 3, 1, 1, 1), rng)
+    np.testing.assert_allclose(conv2d_forward(x, w, b, *geom, backend="cpu"),
+                               conv2d_forward(x, w, b, *geom, backend="numpy"), rtol=1e-5, atol=1e-5)
+    for got, want in zip(conv2d_backward(g, x, w, *geom, backend="cpu"),
+                         conv2d_backward(g, x, w, *geom, backend="numpy")):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_backward_is_deterministic(rng):
+    x, w, _, g, geom = _random_case((2, 3, 7, 6, 4, 3, 3, 2, 1, 1), rng)
+    first = conv2d_backward(g, x, w, *geom, backend="cpu")
+    for a, b in zip(first, conv2d_backward(g, x, w, *geom, backend="cpu")):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("case", CASES[:2])
+def test_torch_parity(case, rng):
+    torch = pytest.importorskip("torch")
+    x, w, b, g, (s, p, d) = _random_case(case, rng, np.float64)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, s, p, d)
+    ty.backward(torch.tensor(g))
+    for backend in ("numpy", "cpu"):
+        np.testing.assert_allclose(conv2d_forward(x, w, b, s, p, d, backend=backend), ty.detach().numpy(),
+                                   rtol=1e-10, atol=1e-10)
+        for got, t in zip(conv2d_backward(g, x, w, s, p, d, backend=backend), (tx, tw, tb)):
+            np.testing.assert_allclose(got, t.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_need_skips_gradients():
+    dx, dw, db = conv2d_backward(np.ones((1, 1, 3, 3), np.float32), X9, np.ones((1, 1, 3, 3), np.float32),
+                                 padding=1, need=(False, True, False), backend="cpu")
+    assert dx is None and db is None and dw.shape == (1, 1, 3, 3)
+
+
+def test_empty_batch(backend):
+    x = np.zeros((0, 2, 5, 5), np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    y = conv2d_forward(x, w, np.ones(3, np.float32), padding=1, backend=backend)
+    assert y.shape == (0, 3, 5, 5)
+    dx, dw, db = conv2d_backward(np.zeros((0, 3, 5, 5), np.float32), x, w, padding=1, backend=backend)
+    assert dx.shape == (0, 2, 5, 5)
+    np.testing.assert_array_equal(dw, np.zeros((3, 2, 3, 3)))
+    np.testing.assert_array_equal(db, np.zeros(3))
+
+
+def test_cuda_device_arrays_stay_on_device():
+    from minirc.backend import cuda_available
+    from minirc.cuda_utils import is_device_array, to_device
+
+    if not cuda_available():
+        pytest.skip("no CUDA GPU and no simulator")
+    y = conv2d_forward(to_device(X9), to_device(np.ones((1, 1, 3, 3), np.float32)), padding=1, backend="cuda")
+    assert is_device_array(y)
+    np.testing.assert_array_equal(y.copy_to_host()[0, 0], BOX_SUMS)
+
+
+W = np.ones((2, 1, 3, 3), np.float32)
+
+
+@pytest.mark.parametrize("kwargs,err,match", [
+    (dict(x=X9[0]), ValueError, "input: expected 4 dimensions"),
+    (dict(w=W[0]), ValueError, "weight: expected 4 dimensions"),
+    (dict(x=X9.astype(np.int64)), TypeError, "input: expected float32 or float64"),
+    (dict(w=W.astype(np.float64)), TypeError, "weight: expected the dtype of input"),
+    (dict(w=np.ones((2, 3, 3, 3), np.float32)), ValueError, "weight: expected 1 input channels"),
+    (dict(b=np.ones(3, np.float32)), ValueError, r"bias: expected shape \(2,\)"),
+    (dict(stride=0), ValueError, "stride: expected values >= 1"),
+    (dict(stride=-1), ValueError, "stride: expected values >= 1"),
+    (dict(stride=1.5), TypeError, "stride: expected an int"),
+    (dict(padding=-1), ValueError, "padding: expected values >= 0"),
+    (dict(dilation=0), ValueError, "dilation: expected values >= 1"),
+    (dict(dilation=2, padding=0), ValueError, r"input: spatial size \(3, 3\).*output would be \(-1, -1\)"),
+])
+def test_errors(kwargs, err, match):
+    args = dict(x=X9, w=W, b=None, stride=1, padding=0, dilation=1) | kwargs
+    with pytest.raises(err, match=match):
+        conv2d_forward(args["x"], args["w"], args["b"], args["stride"], args["padding"], args["dilation"])
+
+
+def test_grad_out_shape_error():
+    with pytest.raises(ValueError, match=r"grad_out: expected shape \(1, 2, 3, 3\)"):
+        conv2d_backward(np.ones((1, 2, 2, 2), np.float32), X9, W, padding=1)
