@@ -9,16 +9,9 @@ Layers of the library (see docs/architecture.md):
 
 Submodules load on first use (``minirc.ops``, ``minirc.nn``, ...), so ``import minirc`` is quick.
 """
-import os as _os
-import sys as _sys
+from minirc._threads import configure as _configure_threads
 
-# A training step launches hundreds of small parallel kernels. Numba's default OpenMP layer pays
-# milliseconds per launch when the cores are shared (threads spin, then sleep); its simple
-# "workqueue" layer measured 3x faster per step here (docs/performance.md). Set the variable
-# yourself to choose another layer.
-_os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-if "numba" in _sys.modules:  # numba read its config already: set the layer it will pick at first launch
-    _sys.modules["numba"].config.THREADING_LAYER = _os.environ["NUMBA_THREADING_LAYER"]
+_configure_threads()  # Numba threading layer and BLAS threads: see minirc/_threads.py
 
 from minirc import tensor_math as _tensor_math  # noqa: E402,F401  (attaches Tensor's operators)
 from minirc._lazy import lazy_exports  # noqa: E402
