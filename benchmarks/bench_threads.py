@@ -1,7 +1,9 @@
 """Why minirc sets its own thread defaults (minirc/_threads.py): time the same work under each setting.
 
-Runs conv2d forward+backward on small, model-like shapes in fresh subprocesses (thread settings are
-read at import) and prints each setting's time relative to minirc's defaults, all from one run.
+Runs two workloads in fresh subprocesses (thread settings are read at import) and prints each
+setting's time relative to minirc's defaults, all from one run: conv2d forward+backward alone on
+small model-like shapes, and a whole training step of the ``shapes_demo`` model (2 images), where
+BLAS threads compete with Numba's threads between calls.
 
     .venv/bin/python benchmarks/bench_threads.py
 """
@@ -31,11 +33,25 @@ def run():
     for x, w, p in cases:
         y = conv2d_forward(x, w, None, 1, p, 1)
         conv2d_backward(y, x, w, 1, p, 1)
-run()
-times = []
-for _ in range(7):
-    t = time.perf_counter(); run(); times.append(time.perf_counter() - t)
-print(json.dumps(sorted(times)[3]))
+def median_time(fn, repeats=5):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
+    return sorted(times)[repeats // 2]
+
+from minirc.model import MaskRCNN, shapes_demo
+from minirc.data import ShapesDataset
+from minirc.optim import SGD
+minirc.random.manual_seed(0)
+model = MaskRCNN(shapes_demo()); model.train()
+images, targets = zip(*[ShapesDataset(num_images=2, seed=0)[i] for i in range(2)])
+opt = SGD(model.parameters(), lr=0.01, momentum=0.9)
+def step():
+    losses = model(list(images), list(targets))
+    total = sum(losses.values(), minirc.Tensor(np.float32(0)))
+    opt.zero_grad(); total.backward(); opt.step()
+print(json.dumps([median_time(run), median_time(step)]))
 """
 
 
@@ -47,9 +63,9 @@ def main():
         out = subprocess.run([sys.executable, "-c", WORK], env=full, capture_output=True, text=True, check=True)
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
     base = results["minirc default (workqueue, 1 BLAS thread)"]
-    print(f"{'setting':45s} {'ms':>8s} {'x default':>10s}")
-    for name, t in results.items():
-        print(f"{name:45s} {t * 1e3:8.2f} {t / base:10.2f}")
+    print(f"{'setting':45s} {'conv ms':>9s} {'x default':>10s} {'step ms':>9s} {'x default':>10s}")
+    for name, (conv, step) in results.items():
+        print(f"{name:45s} {conv * 1e3:9.2f} {conv / base[0]:10.2f} {step * 1e3:9.1f} {step / base[1]:10.2f}")
 
 
 if __name__ == "__main__":
