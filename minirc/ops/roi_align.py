@@ -1,0 +1,418 @@
+"""RoIAlign (Mask R-CNN, He et al. 2017, Sec. 3), forward and backward, bit-faithful to torchvision.
+
+Shape shorthand: N images, C channels, H W feature size, K RoIs, PH PW pooled size.
+Inputs:  input (N, C, H, W) float32/float64; boxes (K, 5) [batch_index, x1, y1, x2, y2] in image
+         pixels (or a list of per-image (L, 4) x1y1x2y2 arrays); spatial_scale = feature/image size.
+Output:  (K, C, PH, PW): each bin is the mean of grid_h x grid_w bilinear samples, no rounding of
+         coordinates anywhere (docs/pixel_model.md; semantics.md section 2).
+
+Convention followed: torchvision's CPU kernel (``csrc/ops/cpu/roi_align_kernel.cpp``), float for
+float in the input dtype: samples outside [-1, H] x [-1, W] are 0 but still count in the mean,
+samples inside clamp to the border; aligned=False forces RoIs to at least 1x1 cells, aligned=True
+(detectron2) shifts by -0.5 and has no minimum size. The backward adds grad * w / count into the
+four neighbours of every in-range sample, in torchvision's order (roi, bin, sample, neighbour), so
+NumPy, CPU and the per-plane CUDA kernel give bit-identical, deterministic gradients.
+
+Backends:
+* numpy -- the reference: per roi, the sample grid as arrays (separable in y and x);
+* cpu   -- per-roi sample tables (4 indices + 4 weights per sample) built once, in chunks, with
+           prange over rois, then reused by every channel. Forward: prange over rois on a
+           channels-last copy of the input, so the four neighbours of a sample are contiguous
+           C-vectors (the channel loop vectorises; the arithmetic per channel is unchanged).
+           Backward: prange over the (image, channel) planes of the gradient, each plane summing
+           its rois serially in roi order (race-free, deterministic);
+* cuda  -- forward one thread per output element; backward one thread per (image, channel) plane
+           (deterministic, default) or, with ``deterministic=False``, one thread per output element
+           scattering with ``cuda.atomic.add`` (faster on a GPU; float additions then happen in a
+           run-dependent order, so the last bits of the gradient may differ between runs).
+The per-sample math (``minirc/ops/_bilinear.py``) is shared by the cpu and cuda kernels.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from numba import cuda, njit, prange
+
+from minirc import _checks
+from minirc.backend import get_backend
+from minirc.cuda_utils import blocks_for, device_zeros, is_device_array, like_input, to_device, to_host
+from minirc.ops._bilinear import align_roi_geometry, bilinear_neighbours, for_cuda, sample_coord
+from minirc.ops._rois import check_pool_args, check_rois
+
+MAX_SAMPLES_PER_CHUNK = 1 << 20  # cpu: sample tables are built for at most this many samples at once
+
+
+# ---- NumPy reference: the spec, written to be read -------------------------------------------
+def _axis_samples_numpy(start, bin_size, grid, pooled, size, T):
+    """Sample coordinates along one axis, (pooled, grid), and their two neighbours and weights."""
+    p = np.arange(pooled, dtype=T)[:, None]
+    i = np.arange(max(grid, 0), dtype=T)[None, :]
+    c = (start + p * bin_size) + ((i + T(0.5)) * bin_size) / T(grid)  # torchvision's op order
+    valid = (c >= -1.0) & (c <= size)                                # else: the sample is 0
+    c = np.where(valid & (c > 0), c, T(0))                           # [-1, 0] reads index 0
+    low = c.astype(np.int64)
+    edge = low >= size - 1                                           # [H-1, H] reads index H-1
+    low = np.where(edge, size - 1, low)
+    high = np.where(edge, low, low + 1)
+    c = np.where(edge, low.astype(T), c)
+    frac = c - low.astype(T)
+    return valid, low, high, frac, T(1) - frac
+
+
+def _roi_tables_numpy(roi, scale, aligned, sampling_ratio, PH, PW, H, W):
+    """For one roi: (valid, (y_low, x_low, y_high, x_high), (w1..w4), grid, count), all (PH, gh, PW, gw)."""
+    T = type(roi[0])
+    off = T(0.5) if aligned else T(0)
+    x1, y1, x2, y2 = (roi[j] * scale - off for j in range(1, 5))
+    roi_w, roi_h = x2 - x1, y2 - y1
+    if not aligned:
+        roi_w, roi_h = max(roi_w, T(1)), max(roi_h, T(1))
+    bin_h, bin_w = roi_h / T(PH), roi_w / T(PW)
+    gh = sampling_ratio if sampling_ratio > 0 else int(np.ceil(bin_h))
+    gw = sampling_ratio if sampling_ratio > 0 else int(np.ceil(bin_w))
+    vy, yl, yh, ly, hy = _axis_samples_numpy(y1, bin_h, gh, PH, H, T)
+    vx, xl, xh, lx, hx = _axis_samples_numpy(x1, bin_w, gw, PW, W, T)
+    valid = vy[:, :, None, None] & vx[None, None, :, :]  # (PH, gh, PW, gw)
+
+    def outer(a, b, empty):  # the (ph, iy) x (pw, ix) product, `empty` where the sample is 0
+        return np.where(valid, a[:, :, None, None] * b[None, None, :, :], empty)
+
+    weights = (outer(hy, hx, T(0)), outer(hy, lx, T(0)), outer(ly, hx, T(0)), outer(ly, lx, T(0)))
+    rows = (np.where(valid, yl[:, :, None, None], 0), np.where(valid, yh[:, :, None, None], 0))
+    cols = (np.where(valid, xl[None, None], 0), np.where(valid, xh[None, None], 0))
+    corners = ((rows[0], cols[0]), (rows[0], cols[1]), (rows[1], cols[0]), (rows[1], cols[1]))
+    return valid, corners, weights, (max(gh, 0), max(gw, 0)), T(max(gh * gw, 1))
+
+
+def roi_align_numpy(input, rois, batch, output_size, spatial_scale, sampling_ratio, aligned):
+    input = to_host(input)
+    (K, (PH, PW)), (N, C, H, W), T = (len(rois), output_size), input.shape, input.dtype.type
+    out = np.zeros((K, C, PH, PW), dtype=input.dtype)
+    for k in range(K):
+        _, corners, w, (gh, gw), count = _roi_tables_numpy(rois[k], T(spatial_scale), aligned,
+                                                           sampling_ratio, PH, PW, H, W)
+        feat = input[batch[k]]
+        v = [feat[:, r, c] for r, c in corners]                   # 4 x (C, PH, gh, PW, gw)
+        val = w[0] * v[0] + w[1] * v[1] + w[2] * v[2] + w[3] * v[3]  # left to right, as torchvision
+        acc = np.zeros((C, PH, PW), dtype=input.dtype)
+        for iy in range(gh):                                      # serial sum: the kernel's order
+            for ix in range(gw):
+                acc += val[:, :, iy, :, ix]
+        out[k] = acc / count
+    return out
+
+
+def roi_align_backward_numpy(grad_output, rois, batch, input_shape, spatial_scale, sampling_ratio,
+                             aligned, deterministic=True):
+    grad_output = to_host(grad_output)
+    (N, C, H, W), (K, _, PH, PW), T = input_shape, grad_output.shape, grad_output.dtype.type
+    grad = np.zeros(input_shape, dtype=grad_output.dtype)
+    for k in range(K):
+        valid, corners, w, (gh, gw), _ = _roi_tables_numpy(rois[k], T(spatial_scale), aligned,
+                                                           sampling_ratio, PH, PW, H, W)
+        count = T(gh * gw)
+        for ph in range(PH):
+            for pw in range(PW):
+                g = grad_output[k, :, ph, pw]
+                for iy in range(gh):
+                    for ix in range(gw):
+                        s = (ph, iy, pw, ix)
+                        if valid[s]:  # empty samples pass no gradient
+                            for (r, c), wj in zip(corners, w):
+                                grad[batch[k], :, r[s], c[s]] += g * wj[s] / count
+    return grad
+
+
+# ---- Numba CPU: sample tables once per roi, reused by all channels --------------------------
+@njit(cache=True)
+def _roi_layout(rois, scale, aligned, sampling_ratio, PH, PW):
+    """Per roi: (start_h, start_w, bin_h, bin_w), the sample grid, the divisor, table offsets."""
+    K = rois.shape[0]
+    geom = np.empty((K, 4), dtype=rois.dtype)
+    grid = np.empty((K, 2), dtype=np.int64)
+    count = np.empty(K, dtype=rois.dtype)
+    offsets = np.zeros(K + 1, dtype=np.int64)
+    for k in range(K):
+        sh, sw, bh, bw, gh, gw, cnt = align_roi_geometry(rois[k, 1], rois[k, 2], rois[k, 3], rois[k, 4],
+                                                         scale, aligned, sampling_ratio, PH, PW)
+        geom[k, 0], geom[k, 1], geom[k, 2], geom[k, 3] = sh, sw, bh, bw
+        grid[k, 0], grid[k, 1] = max(gh, 0), max(gw, 0)  # a negative grid is an empty loop
+        count[k] = cnt
+        offsets[k + 1] = offsets[k] + PH * PW * grid[k, 0] * grid[k, 1]
+    return geom, grid, count, offsets
+
+
+@njit(cache=True, parallel=True)
+def _fill_sample_tables(geom, grid, offsets, lo, hi, PH, PW, H, W, pos, wts, ok):
+    """Rows s of (pos, wts, ok) for rois lo..hi-1, samples in (ph, pw, iy, ix) order."""
+    for k in prange(lo, hi):
+        s = offsets[k] - offsets[lo]
+        gh, gw = grid[k, 0], grid[k, 1]
+        for ph in range(PH):
+            for pw in range(PW):
+                for iy in range(gh):
+                    y = sample_coord(geom[k, 0], ph, geom[k, 2], iy, gh)
+                    for ix in range(gw):
+                        x = sample_coord(geom[k, 1], pw, geom[k, 3], ix, gw)
+                        v, yl, xl, yh, xh, w1, w2, w3, w4 = bilinear_neighbours(y, x, H, W)
+                        pos[s, 0], pos[s, 1] = yl * W + xl, yl * W + xh
+                        pos[s, 2], pos[s, 3] = yh * W + xl, yh * W + xh
+                        wts[s, 0], wts[s, 1], wts[s, 2], wts[s, 3] = w1, w2, w3, w4
+                        ok[s] = v
+                        s += 1
+
+
+@njit(cache=True, parallel=True)
+def _forward_chunk_cpu(feat_t, batch, grid, count, offsets, lo, hi, pos, wts, out3):
+    """out3[k, :, bin] for rois lo..hi-1 from the channels-last input feat_t (N, H*W, C).
+
+    Channels-last makes a sample's four neighbours four contiguous C-vectors, so the inner loop
+    over channels vectorises; each channel still sees torchvision's exact sequence of operations.
+    """
+    C, P = feat_t.shape[2], out3.shape[2]
+    for k in prange(lo, hi):
+        plane, res = feat_t[batch[k]], out3[k]
+        acc = np.empty(C, dtype=feat_t.dtype)
+        g = grid[k, 0] * grid[k, 1]
+        s = offsets[k] - offsets[lo]
+        for b in range(P):
+            acc[:] = 0
+            for _ in range(g):  # empty samples read pixel 0 with weight 0, like torchvision's CPU kernel
+                w1, w2, w3, w4 = wts[s, 0], wts[s, 1], wts[s, 2], wts[s, 3]
+                v1, v2, v3, v4 = plane[pos[s, 0]], plane[pos[s, 1]], plane[pos[s, 2]], plane[pos[s, 3]]
+                for c in range(C):
+                    acc[c] += w1 * v1[c] + w2 * v2[c] + w3 * v3[c] + w4 * v4[c]
+                s += 1
+            for c in range(C):
+                res[c, b] = acc[c] / count[k]
+
+
+@njit(cache=True, parallel=True)
+def _backward_chunk_cpu(gout2, batch, C, grid, offsets, lo, hi, pos, wts, ok, gin2):
+    """Add the rois lo..hi-1 into gin2 (N*C, H*W): one plane per thread, rois in order."""
+    P = gout2.shape[1]
+    for q in prange(gin2.shape[0]):
+        b, c = q // C, q % C
+        row = gin2[q]
+        for k in range(lo, hi):
+            if batch[k] != b:
+                continue
+            g = grid[k, 0] * grid[k, 1]
+            count = gout2.dtype.type(g)  # the backward divides by grid_h * grid_w, no max(., 1)
+            go = gout2[k * C + c]
+            s = offsets[k] - offsets[lo]
+            for bin_ in range(P):
+                gb = go[bin_]
+                for _ in range(g):
+                    if ok[s]:
+                        row[pos[s, 0]] += gb * wts[s, 0] / count
+                        row[pos[s, 1]] += gb * wts[s, 1] / count
+                        row[pos[s, 2]] += gb * wts[s, 2] / count
+                        row[pos[s, 3]] += gb * wts[s, 3] / count
+                    s += 1
+
+
+def _chunks(offsets):
+    """Consecutive roi ranges whose sample tables hold at most MAX_SAMPLES_PER_CHUNK rows (>= 1 roi)."""
+    K, lo = len(offsets) - 1, 0
+    while lo < K:
+        hi = int(np.searchsorted(offsets, offsets[lo] + MAX_SAMPLES_PER_CHUNK, side="right")) - 1
+        hi = min(max(hi, lo + 1), K)
+        yield lo, hi
+        lo = hi
+
+
+def _tables_cpu(rois, dtype, PH, PW, H, W, spatial_scale, sampling_ratio, aligned):
+    """Yield (grid, count, offsets, lo, hi, pos, wts, ok) chunk by chunk."""
+    geom, grid, count, offsets = _roi_layout(rois, dtype.type(spatial_scale), aligned, sampling_ratio, PH, PW)
+    for lo, hi in _chunks(offsets):
+        n = int(offsets[hi] - offsets[lo])
+        pos, wts, ok = np.empty((n, 4), np.int32), np.empty((n, 4), dtype), np.empty(n, np.bool_)
+        _fill_sample_tables(geom, grid, offsets, lo, hi, PH, PW, H, W, pos, wts, ok)
+        yield grid, count, offsets, lo, hi, pos, wts, ok
+
+
+def roi_align_cpu(input, rois, batch, output_size, spatial_scale, sampling_ratio, aligned):
+    feat = to_host(input)
+    (N, C, H, W), (PH, PW), K = feat.shape, output_size, len(rois)
+    feat_t = np.ascontiguousarray(feat.transpose(0, 2, 3, 1)).reshape(N, H * W, C)  # channels-last copy
+    out = np.empty((K, C, PH, PW), dtype=feat.dtype)
+    for grid, count, offsets, lo, hi, pos, wts, _ in _tables_cpu(rois, feat.dtype, PH, PW, H, W,
+                                                                 spatial_scale, sampling_ratio, aligned):
+        _forward_chunk_cpu(feat_t, batch, grid, count, offsets, lo, hi, pos, wts, out.reshape(K, C, PH * PW))
+    return out
+
+
+def roi_align_backward_cpu(grad_output, rois, batch, input_shape, spatial_scale, sampling_ratio,
+                           aligned, deterministic=True):
+    gout = np.ascontiguousarray(to_host(grad_output))
+    (N, C, H, W), (K, _, PH, PW) = input_shape, gout.shape
+    grad = np.zeros(input_shape, dtype=gout.dtype)
+    gin2, gout2 = grad.reshape(N * C, H * W), gout.reshape(K * C, PH * PW)
+    for grid, _, offsets, lo, hi, pos, wts, ok in _tables_cpu(rois, gout.dtype, PH, PW, H, W,
+                                                              spatial_scale, sampling_ratio, aligned):
+        _backward_chunk_cpu(gout2, batch, C, grid, offsets, lo, hi, pos, wts, ok, gin2)
+    return grad
+
+
+# ---- Numba CUDA -------------------------------------------------------------------------------
+_geometry_d, _coord_d, _bilinear_d = (for_cuda(f) for f in (align_roi_geometry, sample_coord, bilinear_neighbours))
+
+
+@cuda.jit
+def _forward_cuda_kernel(feat, rois, batch, scale, aligned, sampling_ratio, out):
+    K, C, PH, PW = out.shape
+    H, W = feat.shape[2], feat.shape[3]
+    for i in range(cuda.grid(1), K * C * PH * PW, cuda.gridsize(1)):  # one output element per thread
+        pw, ph, c, k = i % PW, (i // PW) % PH, (i // (PW * PH)) % C, i // (PW * PH * C)
+        sh, sw, bh, bw, gh, gw, cnt = _geometry_d(rois[k, 1], rois[k, 2], rois[k, 3], rois[k, 4],
+                                                         scale, aligned, sampling_ratio, PH, PW)
+        b = batch[k]
+        acc = type(cnt)(0.0)
+        for iy in range(gh):
+            y = _coord_d(sh, ph, bh, iy, gh)
+            for ix in range(gw):
+                x = _coord_d(sw, pw, bw, ix, gw)
+                v, yl, xl, yh, xh, w1, w2, w3, w4 = _bilinear_d(y, x, H, W)
+                acc += (w1 * feat[b, c, yl, xl] + w2 * feat[b, c, yl, xh]
+                        + w3 * feat[b, c, yh, xl] + w4 * feat[b, c, yh, xh])
+        out[k, c, ph, pw] = acc / cnt
+
+
+@cuda.jit
+def _backward_cuda_plane_kernel(gout, rois, batch, scale, aligned, sampling_ratio, gin):
+    """Deterministic: thread (b, c) owns gradient plane (b, c) and adds its rois in order."""
+    N, C, H, W = gin.shape
+    K, PH, PW = gout.shape[0], gout.shape[2], gout.shape[3]
+    for q in range(cuda.grid(1), N * C, cuda.gridsize(1)):
+        b, c = q // C, q % C
+        for k in range(K):
+            if batch[k] != b:
+                continue
+            sh, sw, bh, bw, gh, gw, cnt = _geometry_d(rois[k, 1], rois[k, 2], rois[k, 3], rois[k, 4],
+                                                             scale, aligned, sampling_ratio, PH, PW)
+            count = type(cnt)(gh * gw)
+            for ph in range(PH):
+                for pw in range(PW):
+                    g = gout[k, c, ph, pw]
+                    for iy in range(gh):
+                        y = _coord_d(sh, ph, bh, iy, gh)
+                        for ix in range(gw):
+                            x = _coord_d(sw, pw, bw, ix, gw)
+                            v, yl, xl, yh, xh, w1, w2, w3, w4 = _bilinear_d(y, x, H, W)
+                            if v:
+                                gin[b, c, yl, xl] += g * w1 / count
+                                gin[b, c, yl, xh] += g * w2 / count
+                                gin[b, c, yh, xl] += g * w3 / count
+                                gin[b, c, yh, xh] += g * w4 / count
+
+
+@cuda.jit
+def _backward_cuda_atomic_kernel(gout, rois, batch, scale, aligned, sampling_ratio, gin):
+    """Fast, NOT deterministic: one thread per output element, atomic adds in arbitrary order."""
+    K, C, PH, PW = gout.shape
+    H, W = gin.shape[2], gin.shape[3]
+    for i in range(cuda.grid(1), K * C * PH * PW, cuda.gridsize(1)):
+        pw, ph, c, k = i % PW, (i // PW) % PH, (i // (PW * PH)) % C, i // (PW * PH * C)
+        sh, sw, bh, bw, gh, gw, cnt = _geometry_d(rois[k, 1], rois[k, 2], rois[k, 3], rois[k, 4],
+                                                         scale, aligned, sampling_ratio, PH, PW)
+        count = type(cnt)(gh * gw)
+        b, g = batch[k], gout[k, c, ph, pw]
+        for iy in range(gh):
+            y = _coord_d(sh, ph, bh, iy, gh)
+            for ix in range(gw):
+                x = _coord_d(sw, pw, bw, ix, gw)
+                v, yl, xl, yh, xh, w1, w2, w3, w4 = _bilinear_d(y, x, H, W)
+                if v:
+                    cuda.atomic.add(gin, (b, c, yl, xl), g * w1 / count)
+                    cuda.atomic.add(gin, (b, c, yl, xh), g * w2 / count)
+                    cuda.atomic.add(gin, (b, c, yh, xl), g * w3 / count)
+                    cuda.atomic.add(gin, (b, c, yh, xh), g * w4 / count)
+
+
+def roi_align_cuda(input, rois, batch, output_size, spatial_scale, sampling_ratio, aligned):
+    d_in = to_device(input)
+    out = device_zeros((len(rois), d_in.shape[1]) + tuple(output_size), d_in.dtype)
+    _forward_cuda_kernel[blocks_for(out.size), 256](d_in, to_device(rois), to_device(batch),
+                                                    d_in.dtype.type(spatial_scale), aligned, sampling_ratio, out)
+    return like_input(out, input)
+
+
+def roi_align_backward_cuda(grad_output, rois, batch, input_shape, spatial_scale, sampling_ratio,
+                            aligned, deterministic=True):
+    d_g = to_device(grad_output)
+    grad = device_zeros(tuple(input_shape), d_g.dtype)
+    kernel, n = ((_backward_cuda_plane_kernel, input_shape[0] * input_shape[1]) if deterministic
+                 else (_backward_cuda_atomic_kernel, d_g.size))
+    kernel[blocks_for(n), 256](d_g, to_device(rois), to_device(batch), d_g.dtype.type(spatial_scale),
+                               aligned, sampling_ratio, grad)
+    return like_input(grad, grad_output)
+
+
+# ---- public entry points ------------------------------------------------------------------------
+_IMPLS = {"numpy": roi_align_numpy, "cpu": roi_align_cpu, "cuda": roi_align_cuda}
+_BACKWARD_IMPLS = {"numpy": roi_align_backward_numpy, "cpu": roi_align_backward_cpu,
+                   "cuda": roi_align_backward_cuda}
+
+
+def _check_sampling(sampling_ratio, aligned):
+    if not isinstance(sampling_ratio, numbers.Integral) or isinstance(sampling_ratio, bool):
+        raise TypeError(f"sampling_ratio: expected an int (<= 0 means adaptive), got {sampling_ratio!r}")
+    if not isinstance(aligned, (bool, np.bool_)):
+        raise TypeError(f"aligned: expected a bool, got {aligned!r}")
+    return int(sampling_ratio), bool(aligned)
+
+
+def _empty(shape, dtype, like):
+    out = np.zeros(shape, dtype=dtype)
+    return to_device(out) if is_device_array(like) else out
+
+
+def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False, *, backend=None):
+    """RoIAlign with torchvision's signature and float32 results (``torchvision.ops.roi_align``).
+
+    input: (N, C, H, W) float32/float64; boxes: (K, 5) [batch_index, x1, y1, x2, y2] in image pixels
+    or a list of N arrays (L_i, 4) x1y1x2y2; output_size: int or (PH, PW);
+    spatial_scale: feature size / image size (1/16 for a stride-16 map);
+    sampling_ratio: samples per bin side, <= 0 for adaptive ceil(roi_size / pooled_size);
+    aligned: False = torchvision's legacy pixel model, True = detectron2's half-pixel shift.
+    Returns (K, C, PH, PW) in the input dtype.
+    """
+    name = get_backend(backend)
+    input, out_hw, scale = check_pool_args(input, output_size, spatial_scale)
+    sampling_ratio, aligned = _check_sampling(sampling_ratio, aligned)
+    rois, batch = check_rois(boxes, input.shape[0], input.dtype)
+    N, C, H, W = input.shape
+    if len(rois) == 0 or C == 0:
+        return _empty((len(rois), C) + out_hw, input.dtype, input)
+    if H == 0 or W == 0:
+        raise ValueError(f"input: expected a feature map with H, W >= 1 to pool from, "
+                         f"got shape {tuple(input.shape)}")
+    return _IMPLS[name](input, rois, batch, out_hw, scale, sampling_ratio, aligned)
+
+
+def roi_align_backward(grad_output, boxes, input_shape, spatial_scale=1.0, sampling_ratio=-1, aligned=False,
+                       *, backend=None, deterministic=True):
+    """Gradient of :func:`roi_align` w.r.t. its input (none w.r.t. the boxes, as in torchvision).
+
+    grad_output: (K, C, PH, PW); boxes as in :func:`roi_align`; input_shape: (N, C, H, W).
+    deterministic: cuda only; False picks the atomic-add kernel (faster, run-to-run last-bit noise).
+    Returns (N, C, H, W) in grad_output's dtype.
+    """
+    name = get_backend(backend)
+    grad_output = _checks.as_array(grad_output, "grad_output", ndim=4, float_only=True)
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) != 4 or input_shape[1] != grad_output.shape[1]:
+        raise ValueError(f"input_shape: expected (N, C, H, W) with C = grad_output.shape[1] = "
+                         f"{grad_output.shape[1]}, got {input_shape}")
+    check_pool_args(np.zeros((1, 1, 1, 1), np.float32), 1, spatial_scale)  # checks spatial_scale
+    sampling_ratio, aligned = _check_sampling(sampling_ratio, aligned)
+    rois, batch = check_rois(boxes, input_shape[0], grad_output.dtype)
+    if len(rois) != grad_output.shape[0]:
+        raise ValueError(f"grad_output: expected {len(rois)} rois (one per box), "
+                         f"got shape {tuple(grad_output.shape)}")
+    if grad_output.size == 0 or 0 in input_shape:
+        return _empty(input_shape, grad_output.dtype, grad_output)
+    return _BACKWARD_IMPLS[name](grad_output, rois, batch, input_shape, float(spatial_scale),
+                                 sampling_ratio, aligned, deterministic)
