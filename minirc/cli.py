@@ -1,0 +1,242 @@
+"""Command line: ``python -m minirc {demo,train,predict,eval}`` (also installed as ``minirc``).
+
+    python -m minirc demo --out runs/demo                       # train on shapes, evaluate, figures
+    python -m minirc train --config tiny --iters 200 --out runs/tiny
+    python -m minirc train --resume runs/tiny/checkpoint_000100.npz --out runs/tiny
+    python -m minirc predict runs/demo/checkpoint.npz photo.png --out photo_pred.png
+    python -m minirc predict runs/demo/checkpoint.npz --shapes 8 --coco-results results.json
+    python -m minirc eval runs/demo/checkpoint.npz --num-images 200
+
+Errors in the arguments or the files print one line (``minirc <command>: error: ...``) and exit
+with status 2; set ``MINIRC_DEBUG=1`` to see the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _add_common(p, progress=True):
+    p.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default=None,
+                   help="kernel backend (default: $MINIRC_BACKEND or cpu)")
+    if progress:
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from minirc.train.demo import DEMO_PRESETS
+
+    parser = argparse.ArgumentParser(prog="minirc", description="Mask R-CNN from scratch in NumPy and Numba.")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,train,predict,eval}")
+    sub.required = True
+
+    p = sub.add_parser("demo", help="train a small model on synthetic shapes, evaluate, write metrics and figures")
+    p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    p.add_argument("--config", default="shapes_demo", choices=sorted(DEMO_PRESETS), help="preset (default: shapes_demo)")
+    p.add_argument("--budget-seconds", type=float, default=None,
+                   help="training time budget, compilation included (default: the preset's, 420 s for shapes_demo)")
+    p.add_argument("--iters", type=int, default=None, help="train exactly this many iterations instead of a budget")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model, the data and the batch order")
+    p.add_argument("--test-images", type=int, default=None,
+                   help="held-out images to evaluate on (default: the preset's, 100 for shapes_demo)")
+    _add_common(p)
+
+    p = sub.add_parser("train", help="train on synthetic shapes; checkpoints, loss log and plot in --out")
+    p.add_argument("--out", default="runs/train", help="output directory (default: runs/train)")
+    p.add_argument("--config", default="shapes_demo", choices=sorted(DEMO_PRESETS),
+                   help="model + data + solver preset (default: shapes_demo)")
+    p.add_argument("--iters", type=int, default=None, help="iterations (default: the preset's budget decides)")
+    p.add_argument("--budget-seconds", type=float, default=None, help="stop after this many seconds of training")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="base learning rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N iterations")
+    p.add_argument("--resume", default=None, metavar="CKPT", help="continue a run from its checkpoint")
+    _add_common(p)
+
+    p = sub.add_parser("predict", help="draw a checkpoint's detections on images (or write COCO results)")
+    p.add_argument("checkpoint", help="a checkpoint.npz written by train or demo")
+    p.add_argument("images", nargs="*", help="PNG/JPEG files (default: --shapes held-out shapes images)")
+    p.add_argument("--shapes", type=int, default=None, metavar="N",
+                   help="predict N held-out shapes images (the default when no image is given: 4)")
+    p.add_argument("--out", default=None,
+                   help="a .png file (one image) or a directory for the figures (default: predictions/)")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="draw detections scoring at least this")
+    p.add_argument("--coco-results", default=None, metavar="FILE", help="also write COCO results JSON to FILE")
+    _add_common(p, progress=False)
+
+    p = sub.add_parser("eval", help="COCO-style AP of a checkpoint (held-out shapes, or a COCO JSON data set)")
+    p.add_argument("checkpoint")
+    p.add_argument("--coco", default=None, metavar="JSON",
+                   help="evaluate on this COCO instances file instead of shapes (images in --image-dir)")
+    p.add_argument("--image-dir", default=None, help="folder of the --coco images (default: the JSON's folder)")
+    p.add_argument("--num-images", type=int, default=100, help="held-out shapes images (default: 100)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the held-out data (default: the training seed + 1000003, as the demo)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--out", default=None, help="write the metrics JSON here")
+    _add_common(p)
+    return parser
+
+
+# ---- commands -----------------------------------------------------------------------------------
+def cmd_demo(args):
+    from minirc.train.demo import run_demo
+
+    _positive(args.iters, "--iters")
+    _positive(args.test_images, "--test-images")
+    run_demo(args.out, args.config, budget_seconds=args.budget_seconds, iters=args.iters, seed=args.seed,
+             backend=args.backend, progress=not args.no_progress, test_images=args.test_images)
+
+
+def cmd_train(args):
+    from minirc.train.demo import build, demo_config
+    from minirc.train.trainer import Trainer
+
+    _positive(args.iters, "--iters")
+    _positive(args.batch_size, "--batch-size")
+    if args.resume:
+        return _resume(args)
+    cfg = demo_config(args.config)
+    if args.iters is not None or args.budget_seconds is not None:
+        cfg.train.iters, cfg.train.budget_seconds = args.iters, args.budget_seconds
+    for name in ("batch_size", "lr", "seed", "checkpoint_every"):
+        if getattr(args, name) is not None:
+            setattr(cfg.train, name, getattr(args, name))
+    model, train_ds, _ = build(cfg, args.seed)
+    trainer = Trainer(model, train_ds, cfg.train, out_dir=args.out, progress=not args.no_progress,
+                      backend=args.backend, extra={"demo": cfg.to_dict(), "class_names": list(train_ds.class_names)})
+    trainer.train()
+    print(f"[train] {trainer.iteration} iterations in {trainer.seconds:.1f} s; wrote {args.out}/checkpoint.npz")
+
+
+def _resume(args):
+    from minirc.train.checkpoint import load_checkpoint
+    from minirc.train.demo import DemoConfig, build
+    from minirc.train.trainer import TrainConfig, Trainer
+
+    extra = load_checkpoint(args.resume)["extra"]
+    if "demo" not in extra or "iteration" not in extra:
+        raise ValueError(f"--resume: {args.resume!r} was not written by 'minirc train' or 'minirc demo'")
+    d = dict(extra["demo"])
+    d["classes"] = tuple(d["classes"])
+    d["train"] = TrainConfig.from_dict(d["train"])
+    cfg = DemoConfig(**d)
+    if args.iters is not None and args.iters != extra["iters"]:
+        raise ValueError(f"--iters: a resumed run keeps its length ({extra['iters']} iterations: the LR "
+                         f"schedule depends on it), got {args.iters}")
+    model, train_ds, _ = build(cfg, cfg.train.seed)
+    trainer = Trainer(model, train_ds, cfg.train, out_dir=args.out, progress=not args.no_progress,
+                      backend=args.backend, extra={"demo": extra["demo"], "class_names": extra.get("class_names")})
+    trainer.load(args.resume)
+    print(f"[train] resuming at iteration {trainer.iteration} of {trainer.iters}")
+    trainer.train()
+    print(f"[train] {trainer.iteration} iterations in {trainer.seconds:.1f} s; wrote {args.out}/checkpoint.npz")
+
+
+def _held_out(extra, num_images, seed=None):
+    from minirc.data import ShapesDataset
+    from minirc.train.demo import TEST_SEED_OFFSET
+
+    data = extra.get("data") or {}
+    train_seed = int(data.get("seed", 0))
+    return ShapesDataset(num_images, image_size=data.get("image_size", 128),
+                         classes=tuple(data.get("classes", ("circle", "square", "triangle"))),
+                         max_objects=data.get("max_objects", 4),
+                         seed=train_seed + TEST_SEED_OFFSET if seed is None else seed)
+
+
+def cmd_predict(args):
+    import matplotlib.pyplot as plt
+
+    from minirc.train.checkpoint import load_model
+    from minirc.train.evaluate import coco_results, predict_images
+    from minirc.data import read_image
+    from minirc.visualize import show_prediction
+
+    model, ckpt = load_model(args.checkpoint)
+    extra = ckpt["extra"]
+    class_names = extra.get("class_names")
+    if args.images and args.shapes:
+        raise ValueError("--shapes: give image files or --shapes N, not both")
+    if args.images:
+        for f in args.images:
+            if not os.path.isfile(f):
+                raise FileNotFoundError(f"images: no file {f!r}")
+        images = [read_image(f) for f in args.images]
+        names = [os.path.splitext(os.path.basename(f))[0] for f in args.images]
+        ids = list(range(len(images)))
+    else:
+        _positive(args.shapes, "--shapes")
+        ds = _held_out(extra, args.shapes or 4)
+        items = [ds[i] for i in range(len(ds))]
+        images = [im for im, _ in items]
+        names = [f"shapes_{t['image_id']}" for _, t in items]
+        ids = [int(t["image_id"]) for _, t in items]
+    predictions = predict_images(model, images, backend=args.backend)
+    single = args.out is not None and args.out.lower().endswith(".png")
+    if single and len(images) != 1:
+        raise ValueError(f"--out: a .png file takes one image, got {len(images)}; give a directory")
+    out_dir = None if single else (args.out or "predictions")
+    for image, p, name in zip(images, predictions, names):
+        path = args.out if single else os.path.join(out_dir, f"{name}_pred.png")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        plt.close(show_prediction(image, p, class_names, args.score_threshold, path=path, title=f"{name}: "
+                                  f"{int((p['scores'] >= args.score_threshold).sum())} detections with score "
+                                  f">= {args.score_threshold:g}"))
+        print(f"[predict] {name}: {len(p['scores'])} detections, "
+              f"{int((p['scores'] >= args.score_threshold).sum())} with score >= {args.score_threshold:g} -> {path}")
+    if args.coco_results:
+        results = coco_results(predictions, ids, len(class_names) if class_names else ckpt["config"]["num_classes"])
+        with open(args.coco_results, "w") as f:
+            json.dump(results, f)
+        print(f"[predict] wrote {len(results)} COCO results to {args.coco_results}")
+
+
+def cmd_eval(args):
+    from minirc.train.checkpoint import load_model
+    from minirc.train.evaluate import evaluate_model
+
+    _positive(args.num_images, "--num-images")
+    _positive(args.batch_size, "--batch-size")
+    model, ckpt = load_model(args.checkpoint)
+    if args.coco:
+        from minirc.data import COCODataset
+
+        ds = COCODataset(args.coco, args.image_dir)
+        if ds.num_classes != model.config.num_classes:
+            raise ValueError(f"--coco: {args.coco!r} has {ds.num_classes - 1} categories, the model was "
+                             f"trained for {model.config.num_classes - 1}")
+    else:
+        ds = _held_out(ckpt["extra"], args.num_images, args.seed)
+    metrics = evaluate_model(model, ds, args.batch_size, args.backend, progress=not args.no_progress)
+    for t in ("bbox", "segm"):
+        m = metrics[t]
+        print(f"[eval] {t:4s}: AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}  (images: {len(ds)})")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(metrics, f, indent=2)
+        print(f"[eval] wrote {args.out}")
+
+
+def _positive(value, name):
+    if value is not None and value < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {value}")
+
+
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "predict": cmd_predict, "eval": cmd_eval}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if os.environ.get("MINIRC_DEBUG"):
+        COMMANDS[args.command](args)
+        return 0
+    try:
+        COMMANDS[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"minirc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
