@@ -11,6 +11,10 @@ Index arithmetic: every kernel works on C-contiguous arrays seen as flat vectors
 done with *element strides*: an operand's stride is 0 along an axis it is broadcast over, so output
 element ``i`` (unravelled to a multi-index) reads ``a[sum_d idx_d * stride_a[d]]``.
 
+Launch metadata (shapes, strides) never travels as a NumPy kernel argument: Numba would copy such an
+array to the GPU before the launch *and back* after it, a hidden synchronising round trip per op.
+Small int64 tuples are uploaded once and cached (:func:`constant`); scalars are passed by value.
+
 Gathers with repeated indices (``x[[0, 0, 1]]``) have a deterministic backward: the host sorts the
 (small) index array once, and each source element sums its contributions in that fixed order -- no
 atomics, so two backward passes are bit-identical.
@@ -48,6 +52,31 @@ def _binary_kernel(op, a, a_strides, b, b_strides, out_shape, out):
             out[i] = x * y
         else:
             out[i] = x / y
+
+
+@cuda.jit
+def _binary_scalar_kernel(op, a, s, reverse, out):
+    """out = a (op) s, or s (op) a when ``reverse``; the scalar s arrives by value (no upload)."""
+    i = cuda.grid(1)
+    if i < out.size:
+        x, y = a[i], s
+        if reverse:
+            x, y = s, a[i]
+        if op == ADD:
+            out[i] = x + y
+        elif op == SUB:
+            out[i] = x - y
+        elif op == MUL:
+            out[i] = x * y
+        else:
+            out[i] = x / y
+
+
+@cuda.jit
+def _fill_kernel(out, value):
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = value
 
 
 @cuda.jit
@@ -92,6 +121,34 @@ def _sum_kernel(a, outer, inner, reduced, out):
 
 
 @cuda.jit
+def _max_kernel(a, outer, inner, reduced, out):
+    """Like _sum_kernel, with max; ``reduced`` >= 1."""
+    i = cuda.grid(1)
+    if i < outer * inner:
+        o, n = i // inner, i % inner
+        base = o * reduced * inner + n
+        acc = a[base]
+        for r in range(1, reduced):
+            v = a[base + r * inner]
+            if v > acc:
+                acc = v
+        out[i] = acc
+
+
+@cuda.jit
+def _block_copy_kernel(count, src, src_row, src_offset, dst_row, dst_offset, row, out):
+    """Copy ``row`` elements of every row: out[o*dst_row + dst_offset + r] = src[o*src_row + src_offset + r].
+
+    Concatenation along an axis writes each part into a column band of the output seen as
+    (outer, total * inner); splitting reads the bands back. One thread per copied element (count).
+    """
+    i = cuda.grid(1)
+    if i < count:
+        o, r = i // row, i % row
+        out[o * dst_row + dst_offset + r] = src[o * src_row + src_offset + r]
+
+
+@cuda.jit
 def _gather_kernel(a, index, out):
     i = cuda.grid(1)
     if i < out.size:
@@ -114,6 +171,23 @@ def _launch(kernel, n, *args):
         kernel[blocks_for(n), 256](*args)
 
 
+_CONSTS: dict = {}
+
+
+def constant(values):
+    """A cached read-only device copy of small ints (shapes, strides, index tables) as int64.
+
+    Uploaded once per distinct content; the result must never be written to.
+    """
+    key = tuple(int(v) for v in values)
+    arr = _CONSTS.get(key)
+    if arr is None:
+        if len(_CONSTS) >= 4096:  # a bound, not a tuning knob: models use a few hundred shapes
+            _CONSTS.clear()
+        arr = _CONSTS[key] = cuda.to_device(np.asarray(key, dtype=np.int64))
+    return arr
+
+
 def _flat(a):
     if not a.is_c_contiguous():
         raise ValueError(f"expected a C-contiguous device array, got strides {a.strides}")
@@ -127,14 +201,22 @@ def _as_device(x, dtype):
 
 
 def _element_strides(shape, out_shape):
-    """C-order element strides of `shape` aligned to `out_shape`, 0 where broadcast."""
+    """C-order element strides of `shape` aligned to `out_shape`, 0 where broadcast (a tuple)."""
     shape = tuple(shape)  # the simulator's shape objects do not take negative indices
     strides, step = [0] * len(out_shape), 1
     for d in range(1, len(shape) + 1):
         n = shape[-d]
         strides[-d] = step if n != 1 else 0
         step *= n
-    return np.asarray(strides, dtype=np.int64)
+    return tuple(strides)
+
+
+def _scalar(x):
+    """The Python number in ``x`` when it is a host scalar or a one-element host array, else None."""
+    if is_device_array(x):
+        return None
+    x = np.asarray(x)
+    return x.reshape(()).item() if x.size == 1 else None
 
 
 def zeros(shape, dtype):
@@ -142,21 +224,27 @@ def zeros(shape, dtype):
 
 
 def fill(out, value):
-    src = cuda.to_device(np.full(1, value, dtype=out.dtype))
-    _launch(_strided_copy_kernel, out.size, src, np.zeros(max(out.ndim, 1), np.int64),
-            np.asarray(out.shape or (1,), np.int64), _flat(out))
+    _launch(_fill_kernel, out.size, _flat(out), out.dtype.type(value))
     return out
 
 
 def binary(op, a, b):
-    """Elementwise a (op) b with NumPy broadcasting; a or b may be a scalar or host array."""
+    """Elementwise a (op) b with NumPy broadcasting; a or b may be a scalar or host array.
+
+    A host scalar (or one-element host array) goes to the kernel by value: ``loss * 0.5`` uploads nothing.
+    """
     dtype = (a if is_device_array(a) else b).dtype
+    for scalar, dev, reverse in ((_scalar(b), a, False), (_scalar(a), b, True)):
+        if scalar is not None and is_device_array(dev) and np.ndim(a if reverse else b) <= dev.ndim:
+            out = cuda.device_array(tuple(dev.shape), dtype=dtype)
+            _launch(_binary_scalar_kernel, out.size, op, _flat(dev), dtype.type(scalar), reverse, _flat(out))
+            return out
     a, b = _as_device(a, dtype), _as_device(b, dtype)
-    out_shape = np.broadcast_shapes(a.shape, b.shape)
+    out_shape = tuple(np.broadcast_shapes(tuple(a.shape), tuple(b.shape)))
     out = cuda.device_array(out_shape, dtype=dtype)
-    shape_arr = np.asarray(out_shape or (1,), np.int64)
-    _launch(_binary_kernel, out.size, op, _flat(a), _element_strides(a.shape, shape_arr),
-            _flat(b), _element_strides(b.shape, shape_arr), shape_arr, _flat(out))
+    shape = out_shape or (1,)
+    _launch(_binary_kernel, out.size, op, _flat(a), constant(_element_strides(a.shape, shape)),
+            _flat(b), constant(_element_strides(b.shape, shape)), constant(shape), _flat(out))
     return out
 
 
@@ -172,15 +260,16 @@ def transpose(a, axes):
     out_shape = tuple(tuple(a.shape)[d] for d in axes)
     src = _element_strides(a.shape, a.shape)
     out = cuda.device_array(out_shape, dtype=a.dtype)
-    _launch(_strided_copy_kernel, out.size, _flat(a), src[list(axes)],
-            np.asarray(out_shape or (1,), np.int64), _flat(out))
+    _launch(_strided_copy_kernel, out.size, _flat(a), constant([src[d] for d in axes] or [0]),
+            constant(out_shape or (1,)), _flat(out))
     return out
 
 
 def broadcast_to(a, shape):
-    out = cuda.device_array(tuple(shape), dtype=a.dtype)
-    shape_arr = np.asarray(tuple(shape) or (1,), np.int64)
-    _launch(_strided_copy_kernel, out.size, _flat(a), _element_strides(a.shape, shape_arr), shape_arr, _flat(out))
+    shape = tuple(int(n) for n in shape)
+    out = cuda.device_array(shape, dtype=a.dtype)
+    _launch(_strided_copy_kernel, out.size, _flat(a), constant(_element_strides(a.shape, shape or (1,))),
+            constant(shape or (1,)), _flat(out))
     return out
 
 
@@ -202,6 +291,24 @@ def reduce_sum(a, axis=None, keepdims=False):
             fill(new, 0)
         else:
             _launch(_sum_kernel, outer * inner, _flat(out), outer, inner, reduced, _flat(new))
+        out = new
+    if not keepdims:
+        out = out.reshape(tuple(n for i, n in enumerate(out.shape) if i not in axes))
+    return out
+
+
+def reduce_max(a, axis=None, keepdims=False):
+    """Max over ``axis`` (None, an int or a tuple), one axis at a time; every reduced axis must be non-empty."""
+    axes = range(a.ndim) if axis is None else ((axis,) if np.isscalar(axis) else axis)
+    axes = sorted({int(x) % max(a.ndim, 1) for x in axes}, reverse=True)
+    out = a
+    for d in axes:
+        shape = tuple(out.shape)
+        if shape[d] == 0:
+            raise ValueError(f"max: zero-size axis {d} of shape {shape} has no maximum")
+        outer, inner = int(np.prod(shape[:d])), int(np.prod(shape[d + 1:]))
+        new = cuda.device_array(shape[:d] + (1,) + shape[d + 1:], dtype=a.dtype)
+        _launch(_max_kernel, outer * inner, _flat(out), outer, inner, shape[d], _flat(new))
         out = new
     if not keepdims:
         out = out.reshape(tuple(n for i, n in enumerate(out.shape) if i not in axes))
@@ -232,41 +339,42 @@ def scatter_sum(g, positions: np.ndarray, shape):
     return out
 
 
+def _rows(shape, axis):
+    """(outer, inner): the sizes before and after ``axis``; an array is (outer, shape[axis] * inner) rows."""
+    return int(np.prod(shape[:axis])), int(np.prod(shape[axis + 1:]))
+
+
 def concatenate(arrays, axis=0):
-    """Concatenate device arrays: each part is scattered to its flat positions in the output."""
+    """Concatenate device arrays along ``axis``: each part fills its column band of the output."""
     shapes = [tuple(a.shape) for a in arrays]
     axis = axis % len(shapes[0])
     out_shape = list(shapes[0])
     out_shape[axis] = int(np.sum([s[axis] for s in shapes]))
     out = cuda.device_array(tuple(out_shape), dtype=arrays[0].dtype)
-    start = 0
-    for a in arrays:
-        sl = [slice(None)] * len(out_shape)
-        sl[axis] = slice(start, start + a.shape[axis])
-        start += a.shape[axis]
-        positions = flat_index(tuple(out_shape), tuple(sl)).ravel()
-        if positions.size:
-            _launch(_scatter_copy_kernel, positions.size, _flat(a), cuda.to_device(positions), _flat(out))
+    _, inner = _rows(out_shape, axis)
+    dst_row, start = out_shape[axis] * inner, 0
+    for a, shape in zip(arrays, shapes):
+        row = shape[axis] * inner
+        _launch(_block_copy_kernel, a.size, a.size, _flat(a), row, 0, dst_row, start * inner, row, _flat(out))
+        start += shape[axis]
     return out
-
-
-@cuda.jit
-def _scatter_copy_kernel(src, positions, out):
-    i = cuda.grid(1)
-    if i < src.size:
-        out[positions[i]] = src[i]
 
 
 def split(a, sizes, axis=0):
     """Inverse of :func:`concatenate`: contiguous parts of ``a`` along ``axis``."""
-    parts, start, axis = [], 0, axis % a.ndim
+    shape = tuple(a.shape)
+    axis = axis % a.ndim
+    _, inner = _rows(shape, axis)
+    parts, start = [], 0
     for n in sizes:
-        sl = [slice(None)] * a.ndim
-        sl[axis] = slice(start, start + n)
-        start += n
-        parts.append(gather(a, flat_index(tuple(a.shape), tuple(sl))))
+        part_shape = shape[:axis] + (int(n),) + shape[axis + 1:]
+        part = cuda.device_array(part_shape, dtype=a.dtype)
+        row = int(n) * inner
+        _launch(_block_copy_kernel, part.size, part.size, _flat(a), shape[axis] * inner, start * inner, row, 0,
+                row, _flat(part))
+        start += int(n)
+        parts.append(part)
     return parts
-
 
 
 class DeviceNumpy:
@@ -281,6 +389,7 @@ class DeviceNumpy:
     log = staticmethod(lambda a: unary(LOG, a))
     power = staticmethod(lambda a, p: unary(POW, a, float(p)))
     sum = staticmethod(reduce_sum)
+    max = staticmethod(reduce_max)
     reshape = staticmethod(reshape)
     transpose = staticmethod(transpose)
     broadcast_to = staticmethod(broadcast_to)

@@ -49,7 +49,11 @@ def to_device(a):
 
 
 def device_zeros(shape, dtype):
-    return cuda().to_device(np.zeros(shape, dtype=dtype))
+    """A zero-filled device array, allocated and filled on the device (no host buffer is copied over)."""
+    cuda()  # raises the clear "no CUDA" error first
+    from minirc.cuda_array import zeros
+
+    return zeros((int(shape),) if np.ndim(shape) == 0 else tuple(int(n) for n in shape), dtype)
 
 
 def to_host(a):

@@ -54,3 +54,40 @@ def test_device_gather_backward_is_deterministic(rng):
         grads.append(to_host(t.grad))
     np.testing.assert_array_equal(grads[0], grads[1])
     np.testing.assert_allclose(grads[0], np.bincount(idx, minlength=5))
+
+
+def test_device_max_and_scalar_arithmetic_match_numpy(rng):
+    from minirc import cuda_array
+
+    a = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    d = to_device(a)
+    for axis in (None, 0, 1, (0, 2)):
+        np.testing.assert_array_equal(to_host(cuda_array.reduce_max(d, axis=axis, keepdims=True)),
+                                      a.max(axis=axis, keepdims=True))
+    with pytest.raises(ValueError, match="zero-size"):
+        cuda_array.reduce_max(to_device(np.zeros((0, 2), np.float32)), axis=0)
+    # a host scalar goes to the kernel by value, on either side
+    np.testing.assert_array_equal(to_host(cuda_array.binary(cuda_array.SUB, 2.0, d)), np.float32(2.0) - a)
+    np.testing.assert_array_equal(to_host(cuda_array.binary(cuda_array.DIV, d, np.float32(4.0))), a / np.float32(4))
+
+
+def test_device_concatenate_and_split_along_every_axis(rng):
+    from minirc import cuda_array
+
+    for axis in (0, 1, 2):
+        shapes = [tuple(n if d == axis else (2, 3, 2)[d] for d in range(3)) for n in (1, 0, 2)]
+        parts = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        want = np.concatenate(parts, axis=axis)
+        got = cuda_array.concatenate([to_device(p) for p in parts], axis=axis)
+        np.testing.assert_array_equal(to_host(got), want)
+        sizes = [p.shape[axis] for p in parts]
+        for back, p in zip(cuda_array.split(got, sizes, axis=axis), parts):
+            np.testing.assert_array_equal(to_host(back), p)
+
+
+def test_constants_are_uploaded_once(rng):
+    from minirc import cuda_array
+
+    first = cuda_array.constant((3, 1, 4))
+    assert cuda_array.constant(np.array([3, 1, 4])) is first
+    np.testing.assert_array_equal(to_host(first), [3, 1, 4])

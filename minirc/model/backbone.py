@@ -6,7 +6,10 @@ Spec section 10 (torchvision ``models/resnet.py``, ``detection/backbone_utils.py
 * ``layer1..layer4``: blocks; the first block of layer2..4 has stride 2 ("ResNet v1.5": the stride
   sits in the 3x3 conv of a Bottleneck) and a ``downsample`` = (1x1 conv with the stride, BN) shortcut
   whenever the shape changes;
-* every BN is a :class:`~minirc.nn.FrozenBatchNorm2d` (fixed affine buffers, no statistics update).
+* every BN is a :class:`~minirc.nn.FrozenBatchNorm2d` (fixed affine buffers, no statistics update) when
+  ``config.norm == "frozen_bn"`` (torchvision with pretrained weights), a trainable
+  :class:`~minirc.nn.BatchNorm2d` when ``"bn"`` (torchvision from scratch); same keys either way,
+  plus ``num_batches_tracked`` for BatchNorm2d.
 
 Outputs C2..C5 at strides 4, 8, 16, 32 (torchvision's ``IntermediateLayerGetter`` names them
 '0'..'3'). Keys: ``conv1.weight``, ``bn1.*``, ``layer{L}.{b}.conv{1,2,3}.weight``, ``bn{1,2,3}.*``,
@@ -14,7 +17,9 @@ Outputs C2..C5 at strides 4, 8, 16, 32 (torchvision's ``IntermediateLayerGetter`
 """
 from __future__ import annotations
 
-from minirc.nn import Conv2d, FrozenBatchNorm2d, Module, Sequential
+import functools
+
+from minirc.nn import BatchNorm2d, Conv2d, FrozenBatchNorm2d, Module, Sequential
 from minirc.nn import functional as F
 from minirc.nn import init
 
@@ -31,12 +36,12 @@ class BasicBlock(Module):
     """ResNet-18/34 block: 3x3 (stride) -> BN -> ReLU -> 3x3 -> BN, + shortcut, ReLU. Expansion 1."""
     expansion = 1
 
-    def __init__(self, in_ch: int, width: int, stride: int = 1, downsample=None, eps: float = 1e-5):
+    def __init__(self, in_ch: int, width: int, stride: int = 1, downsample=None, norm_layer=FrozenBatchNorm2d):
         super().__init__()
         self.conv1 = conv3x3(in_ch, width, stride)
-        self.bn1 = FrozenBatchNorm2d(width, eps=eps)
+        self.bn1 = norm_layer(width)
         self.conv2 = conv3x3(width, width)
-        self.bn2 = FrozenBatchNorm2d(width, eps=eps)
+        self.bn2 = norm_layer(width)
         self.downsample = downsample
 
     def forward(self, x):
@@ -50,14 +55,14 @@ class Bottleneck(Module):
     """ResNet-50 block: 1x1 -> BN -> ReLU -> 3x3 (stride) -> BN -> ReLU -> 1x1 (x4) -> BN, + shortcut, ReLU."""
     expansion = 4
 
-    def __init__(self, in_ch: int, width: int, stride: int = 1, downsample=None, eps: float = 1e-5):
+    def __init__(self, in_ch: int, width: int, stride: int = 1, downsample=None, norm_layer=FrozenBatchNorm2d):
         super().__init__()
         self.conv1 = conv1x1(in_ch, width)
-        self.bn1 = FrozenBatchNorm2d(width, eps=eps)
+        self.bn1 = norm_layer(width)
         self.conv2 = conv3x3(width, width, stride)  # v1.5: the stride is here, not in conv1
-        self.bn2 = FrozenBatchNorm2d(width, eps=eps)
+        self.bn2 = norm_layer(width)
         self.conv3 = conv1x1(width, width * self.expansion)
-        self.bn3 = FrozenBatchNorm2d(width * self.expansion, eps=eps)
+        self.bn3 = norm_layer(width * self.expansion)
         self.downsample = downsample
 
     def forward(self, x):
@@ -77,13 +82,14 @@ class ResNet(Module):
     def __init__(self, config):
         super().__init__()
         block = Bottleneck if config.block == "bottleneck" else BasicBlock
-        eps = config.frozen_bn_eps
+        norm_layer = make_norm_layer(config)
         self.conv1 = Conv2d(3, config.stem_channels, 7, stride=2, padding=3, bias=False)
-        self.bn1 = FrozenBatchNorm2d(config.stem_channels, eps=eps)
+        self.bn1 = norm_layer(config.stem_channels)
         in_ch = config.stem_channels
         self.out_channels = []
         for i, (blocks, width) in enumerate(zip(config.layers, config.widths)):
-            layer, in_ch = _make_layer(block, in_ch, width, blocks, stride=1 if i == 0 else 2, eps=eps)
+            layer, in_ch = _make_layer(block, in_ch, width, blocks, stride=1 if i == 0 else 2,
+                                       norm_layer=norm_layer)
             setattr(self, f"layer{i + 1}", layer)
             self.out_channels.append(in_ch)
         for m in self.modules():
@@ -101,13 +107,21 @@ class ResNet(Module):
         return features
 
 
-def _make_layer(block, in_ch: int, width: int, blocks: int, stride: int, eps: float):
+def make_norm_layer(config):
+    """``channels -> Module``: torchvision's rule (spec section 10) -- FrozenBatchNorm2d(eps) when it loads
+    pretrained weights, plain BatchNorm2d (eps 1e-5, momentum 0.1) when it trains from scratch."""
+    if config.norm == "bn":
+        return BatchNorm2d
+    return functools.partial(FrozenBatchNorm2d, eps=config.frozen_bn_eps)
+
+
+def _make_layer(block, in_ch: int, width: int, blocks: int, stride: int, norm_layer):
     out_ch = width * block.expansion
     downsample = None
     if stride != 1 or in_ch != out_ch:  # the shortcut must change shape too: keys downsample.0 / .1
-        downsample = Sequential(conv1x1(in_ch, out_ch, stride), FrozenBatchNorm2d(out_ch, eps=eps))
-    layers = [block(in_ch, width, stride, downsample, eps=eps)]
-    layers += [block(out_ch, width, eps=eps) for _ in range(1, blocks)]
+        downsample = Sequential(conv1x1(in_ch, out_ch, stride), norm_layer(out_ch))
+    layers = [block(in_ch, width, stride, downsample, norm_layer=norm_layer)]
+    layers += [block(out_ch, width, norm_layer=norm_layer) for _ in range(1, blocks)]
     return Sequential(*layers), out_ch
 
 

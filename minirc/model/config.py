@@ -18,6 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 BLOCKS = ("bottleneck", "basic")
+NORMS = ("frozen_bn", "bn")
 POOLER_TYPES = ("roi_pool", "roi_align", "roi_align_aligned")
 MASK_LOSSES = ("sigmoid", "softmax")
 
@@ -55,6 +56,8 @@ class BackboneConfig:
     # FrozenBatchNorm2d eps: 0.0 reproduces the COCO_V1 weights (torchvision's overwrite_eps), else 1e-5
     frozen_bn_eps: float = 0.0
     trainable_layers: int = 3  # 0..5: how many of layer4, layer3, layer2, layer1, conv1 (in that order) train
+    # "frozen_bn" (torchvision with pretrained weights) or "bn" (torchvision from scratch: trainable BatchNorm2d)
+    norm: str = "frozen_bn"
 
     def __post_init__(self):
         if self.block not in BLOCKS:
@@ -63,6 +66,8 @@ class BackboneConfig:
             _fail(type(self), "layers/widths", "4 positive ints each", (self.layers, self.widths))
         if not 0 <= self.trainable_layers <= 5:
             _fail(type(self), "trainable_layers", "an int in 0..5", self.trainable_layers)
+        if self.norm not in NORMS:
+            _fail(type(self), "norm", f"one of {NORMS}", self.norm)
         if self.frozen_bn_eps < 0:
             _fail(type(self), "frozen_bn_eps", "a number >= 0", self.frozen_bn_eps)
 
@@ -249,12 +254,12 @@ def torchvision_resnet50(num_classes: int = 91, frozen_bn_eps: float = 0.0,
 
 
 def tiny(num_classes: int = 4) -> MaskRCNNConfig:
-    """A toy network (BasicBlocks 8-16-32-64, FPN 32) on 64-128 px images: tests and notebooks."""
+    """A toy network (BasicBlocks 8-16-32-64, trainable BatchNorm2d, FPN 32) on 64-128 px images: tests, notebooks."""
     return MaskRCNNConfig(
         num_classes=num_classes,
         transform=TransformConfig(min_size=(64,), max_size=128),
         backbone=BackboneConfig(block="basic", layers=(1, 1, 1, 1), widths=(8, 16, 32, 64), stem_channels=8,
-                                frozen_bn_eps=1e-5, trainable_layers=5),
+                                frozen_bn_eps=1e-5, trainable_layers=5, norm="bn"),
         fpn=FPNConfig(out_channels=32),
         anchors=AnchorConfig(sizes=((8,), (16,), (32,), (64,), (128,))),
         rpn=RPNConfig(pre_nms_top_n_train=200, pre_nms_top_n_test=100, post_nms_top_n_train=100,
@@ -269,12 +274,13 @@ def shapes_demo(num_classes: int = 4) -> MaskRCNNConfig:
     """A starting point for training on the synthetic shapes on a CPU (128 px images).
 
     BasicBlocks 16-32-64-128 (two per stage, a slim ResNet-18), FPN 64, few proposals, 14 -> 28 masks.
+    Trainable BatchNorm2d, as torchvision builds a ResNet without pretrained weights.
     """
     return MaskRCNNConfig(
         num_classes=num_classes,
         transform=TransformConfig(min_size=(128,), max_size=128),
         backbone=BackboneConfig(block="basic", layers=(2, 2, 2, 2), widths=(16, 32, 64, 128), stem_channels=16,
-                                frozen_bn_eps=1e-5, trainable_layers=5),
+                                frozen_bn_eps=1e-5, trainable_layers=5, norm="bn"),
         fpn=FPNConfig(out_channels=64),
         anchors=AnchorConfig(sizes=((8,), (16,), (32,), (64,), (128,))),
         rpn=RPNConfig(pre_nms_top_n_train=300, pre_nms_top_n_test=200, post_nms_top_n_train=100,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minirc.cuda_utils import array_module
 from minirc.nn import Conv2d, ConvTranspose2d, Module, ReLU, Sequential
 from minirc.nn import functional as F
 from minirc.nn import init
@@ -74,7 +75,7 @@ def project_masks_on_boxes(gt_masks: np.ndarray, boxes: np.ndarray, matched_idxs
 
 def _log_softmax(logits, axis: int = 1):
     """Differentiable log-softmax from tape primitives; the max shift is a constant (it cancels)."""
-    shift = np.max(logits.data, axis=axis, keepdims=True)
+    shift = array_module(logits.data).max(logits.data, axis=axis, keepdims=True)  # stays where logits are
     shifted = logits - shift
     return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
 

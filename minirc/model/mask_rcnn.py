@@ -15,6 +15,12 @@ float32 in original pixels, ``"labels"`` (D,) int64, ``"scores"`` (D,) float32 a
 float32 **soft** probabilities pasted into the original image size -- torchvision's output; threshold
 them yourself (``masks >= 0.5``) to get binary masks.
 
+Backends: the model follows the current backend (:func:`minirc.use_backend`, ``MINIRC_BACKEND``). On
+``"cuda"`` the forward first moves the parameters and buffers to the GPU (:meth:`Module.to_device`, a
+no-op once there) and uploads the padded image batch once; every differentiable stage then keeps its
+data on the device, and only the non-differentiable NumPy stages read small detached arrays back
+(docs/cuda_backend.md lists those copies). On ``"cpu"``/``"numpy"`` a model on the GPU is moved back.
+
 State-dict keys are torchvision's (``backbone.body.*``, ``backbone.fpn.*``, ``rpn.head.*``,
 ``roi_heads.{box_head,box_predictor,mask_head,mask_predictor}.*``): see
 :func:`load_torchvision_state_dict`.
@@ -27,6 +33,8 @@ import re
 import numpy as np
 
 from minirc.autograd import Tensor, no_grad
+from minirc.backend import get_backend
+from minirc.cuda_utils import is_device_array, to_device
 from minirc.nn import Module
 
 
@@ -52,14 +60,26 @@ class MaskRCNN(Module):
         if self.training:
             targets = check_targets(images, targets, self.config.num_classes)
         original_sizes = [tuple(img.shape[-2:]) for img in images]
+        on_gpu = self.place_for_backend()
         with (contextlib.nullcontext() if self.training else no_grad()):
             batch, targets = self.transform(images, targets)  # normalise, resize, pad to a multiple of 32
-            features = self.backbone(Tensor(batch.tensors))  # [P2, P3, P4, P5, P6], strides 4..64
+            pixels = to_device(batch.tensors) if on_gpu else batch.tensors  # the batch's one upload
+            features = self.backbone(Tensor(pixels))  # [P2, P3, P4, P5, P6], strides 4..64
             proposals, rpn_losses = self.rpn(features, batch.image_sizes, batch.padded_size, targets)
             detections, head_losses = self.roi_heads(features, proposals, batch.image_sizes, targets)
         if self.training:
             return {**head_losses, **rpn_losses}
         return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+
+    def place_for_backend(self) -> bool:
+        """Move parameters and buffers to where the current backend computes; True on ``"cuda"``."""
+        on_gpu = get_backend() == "cuda"
+        placed = [is_device_array(p.data) for p in self.parameters()]
+        if on_gpu and not all(placed):
+            self.to_device()
+        elif not on_gpu and any(placed):
+            self.to_host()
+        return on_gpu
 
 
 def build_rpn(config):
@@ -175,17 +195,22 @@ def torchvision_key(key: str) -> str:
 def load_torchvision_state_dict(model: Module, state: dict) -> Module:
     """Load a torchvision ``maskrcnn_resnet50_fpn`` state dict (torch tensors or arrays) into ``model``.
 
-    Accepts legacy key names (``rpn.head.conv.*``, ``fpn.inner_blocks.{i}.*``, ``mask_head.mask_fcn{i}.*``)
-    and drops BatchNorm's ``num_batches_tracked``. Raises ValueError listing missing, unexpected or
-    wrongly shaped keys. For the COCO_V1 weights build the model with ``frozen_bn_eps=0.0``.
+    Accepts legacy key names (``rpn.head.conv.*``, ``fpn.inner_blocks.{i}.*``, ``mask_head.mask_fcn{i}.*``).
+    BatchNorm's ``num_batches_tracked`` is dropped for a FrozenBatchNorm2d model (``backbone.norm="frozen_bn"``)
+    and kept (int64) for a BatchNorm2d one, which also accepts a state without it (torch's rule).
+    Raises ValueError listing missing, unexpected or wrongly shaped keys. For the COCO_V1 weights build
+    the model with ``frozen_bn_eps=0.0``.
     """
+    own = {k: tuple(np.shape(v.data if hasattr(v, "data") else v)) for k, v in model.state_dict().items()}
     converted = {}
     for key, value in state.items():
+        key = torchvision_key(key)
         if key.endswith("num_batches_tracked"):
+            if key in own:
+                converted[key] = _to_numpy(value).astype(np.int64)
             continue
-        converted[torchvision_key(key)] = _to_numpy(value).astype(np.float32)
-    own = {k: tuple(np.shape(v.data if hasattr(v, "data") else v)) for k, v in model.state_dict().items()}
-    missing = sorted(set(own) - set(converted))
+        converted[key] = _to_numpy(value).astype(np.float32)
+    missing = sorted(k for k in set(own) - set(converted) if not k.endswith("num_batches_tracked"))
     unexpected = sorted(set(converted) - set(own))
     wrong = sorted(k for k in set(own) & set(converted) if own[k] != converted[k].shape)
     if missing or unexpected or wrong:

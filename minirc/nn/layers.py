@@ -8,6 +8,7 @@
 | ``ReLU()`` | | | any -> same |
 | ``MaxPool2d(k, stride, padding)`` | | | (N, C, H, W) -> (N, C, OH, OW) |
 | ``FrozenBatchNorm2d(C, eps)`` | | weight, bias, running_mean, running_var (C,) | (N, C, H, W) -> same |
+| ``BatchNorm2d(C, eps, momentum)`` | weight (C,), bias (C,) | running_mean, running_var (C,), num_batches_tracked () int64 | (N, C, H, W) -> same |
 
 Initialisation is torch's default (:func:`minirc.nn.init.default_init_`), drawn from
 :func:`minirc.random.generator` at construction, weight before bias.
@@ -21,6 +22,7 @@ import numpy as np
 from minirc import _checks
 from minirc.nn import init
 from minirc.nn.functional.activation import relu
+from minirc.nn.functional.batch_norm import batch_norm
 from minirc.nn.functional.norm import frozen_batch_norm2d
 from minirc.nn.functional.pooling import max_pool2d
 from minirc.nn.module import Module, Parameter
@@ -179,3 +181,51 @@ class FrozenBatchNorm2d(Module):
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}"
+
+
+class BatchNorm2d(Module):
+    """Trainable batch norm (``torch.nn.BatchNorm2d``, affine and tracking running statistics).
+
+    Parameters weight = 1 and bias = 0, then buffers running_mean = 0, running_var = 1 (float32, (C,))
+    and num_batches_tracked = 0 (an int64 scalar): torch's ``state_dict`` keys in torch's order.
+    ``self.training`` picks the statistics: the batch's (and the running buffers are updated with
+    ``momentum``; ``momentum=None`` is torch's cumulative average, factor 1 / num_batches_tracked)
+    or, after ``eval()``, the running ones. torchvision's ResNet uses this layer when it is built
+    without pretrained weights, FrozenBatchNorm2d otherwise (docs/autograd_and_layers.md).
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.num_features = _checks.positive_int(num_features, "num_features")
+        self.eps = _checks.number(eps, "eps", low=0.0)
+        self.momentum = None if momentum is None else _checks.number(momentum, "momentum", low=0.0, high=1.0)
+        self.weight = Parameter(np.ones(self.num_features, dtype=np.float32))
+        self.bias = Parameter(np.zeros(self.num_features, dtype=np.float32))
+        self.register_buffer("running_mean", np.zeros(self.num_features, dtype=np.float32))
+        self.register_buffer("running_var", np.ones(self.num_features, dtype=np.float32))
+        self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+
+    def reset_running_stats(self):
+        for name, value in (("running_mean", 0), ("running_var", 1), ("num_batches_tracked", 0)):
+            buf = getattr(self, name)  # a host array, or a device array after Module.to_device
+            fresh = np.full(tuple(buf.shape), value, dtype=buf.dtype)
+            buf.copy_to_device(fresh) if hasattr(buf, "copy_to_device") else np.copyto(buf, fresh)
+
+    def _load_from_state_dict_hook(self, state_dict, prefix):
+        # torch's _BatchNorm: a state dict without num_batches_tracked (saved before the buffer existed,
+        # or by a FrozenBatchNorm2d model) keeps the current count instead of failing to load
+        state_dict.setdefault(prefix + "num_batches_tracked", self.num_batches_tracked.copy())
+
+    def forward(self, x):
+        factor = self.momentum
+        if self.training and self.momentum is None:
+            factor = 1.0 / float(self.num_batches_tracked + 1)
+        out = batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,
+                         0.0 if factor is None else factor, self.eps)
+        if self.training:  # counted after a successful call (torch counts first; same numbers)
+            self.num_batches_tracked += 1
+        return out
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine=True, bias=True, "
+                f"track_running_stats=True")  # torch 2.14's text

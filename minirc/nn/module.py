@@ -6,6 +6,11 @@ to ``_buffers`` (constants saved with the model, such as FrozenBatchNorm's stati
 registries come the dotted names torch uses -- ``backbone.body.layer1.0.conv1.weight`` -- so a
 torchvision ``state_dict`` maps onto a minirc model key for key.
 
+Device placement (the ``"cuda"`` backend): :meth:`Module.to_device` moves every parameter, gradient
+and buffer onto the GPU as Numba device arrays, in place, and :meth:`Module.to_host` brings them back.
+The Parameter objects themselves stay the same, so an optimizer built earlier keeps its references.
+``state_dict`` always returns host copies; ``load_state_dict`` writes into arrays where they live.
+
 Order of ``state_dict`` keys (torch's ``_save_to_state_dict``): a module's own parameters in
 registration order, then its own buffers, then each child's keys, recursively.
 """
@@ -17,7 +22,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from minirc.autograd import Tensor
-from minirc.cuda_utils import to_host
+from minirc.cuda_utils import is_device_array, to_device, to_host
 
 
 class Parameter(Tensor):
@@ -39,6 +44,19 @@ class IncompatibleKeys(NamedTuple):
 class StateDictError(ValueError, RuntimeError):
     """A state dict that does not fit the model. A ValueError (minirc's bad-input error) and a
     RuntimeError (what ``torch.nn.Module.load_state_dict`` raises), so either ``except`` catches it."""
+
+
+def _buffer_value(array):
+    """A buffer as stored: device arrays stay on the device, anything else becomes a NumPy array."""
+    return array if is_device_array(array) else np.asarray(array)
+
+
+def _zeros_like(a):
+    if is_device_array(a):
+        from minirc.cuda_array import zeros
+
+        return zeros(tuple(a.shape), a.dtype)
+    return np.zeros_like(a)
 
 
 def _as_numpy(value, key):
@@ -88,7 +106,7 @@ class Module:
                                 f"(minirc.nn.Module or None expected)")
             modules[name] = None
         elif name in buffers:  # a new value for a registered buffer
-            buffers[name] = None if value is None else np.asarray(to_host(value))
+            buffers[name] = None if value is None else _buffer_value(value)
         else:
             object.__setattr__(self, name, value)
 
@@ -118,7 +136,7 @@ class Module:
         """Register a non-trainable array saved in ``state_dict`` (unless ``persistent=False``)."""
         self._check_name(name)
         self.__dict__.pop(name, None)
-        self._buffers[name] = None if array is None else np.asarray(to_host(array))
+        self._buffers[name] = None if array is None else _buffer_value(array)
         non_persistent = self.__dict__.setdefault("_non_persistent", set())
         (non_persistent.discard if persistent else non_persistent.add)(name)
 
@@ -226,12 +244,37 @@ class Module:
             if set_to_none or p.grad is None:
                 p.grad = None
             else:
-                p.grad = p.grad * 0
+                p.grad = _zeros_like(p.grad)
 
     def requires_grad_(self, requires_grad: bool = True) -> "Module":
         """Freeze (False) or unfreeze (True) every parameter; returns self."""
         for p in self.parameters():
             p.requires_grad = bool(requires_grad)
+        return self
+
+    # ----- device placement ---------------------------------------------------------------------
+    def to_device(self) -> "Module":
+        """Move every parameter, gradient and float buffer to the GPU (Numba device arrays), in place.
+
+        Integer buffers (counters such as BatchNorm's ``num_batches_tracked``, which Python code
+        updates) stay on the host. Arrays already on the device are left alone, so calling it again
+        copies nothing. Returns self.
+        """
+        return self._place(to_device)
+
+    def to_host(self) -> "Module":
+        """Move every parameter, gradient and buffer back to NumPy arrays, in place; returns self."""
+        return self._place(to_host)
+
+    def _place(self, move) -> "Module":
+        for p in self.parameters():
+            p.data = move(p.data)
+            if p.grad is not None:
+                p.grad = move(p.grad)
+        for m in self.modules():
+            for name, b in m._buffers.items():
+                if b is not None and np.issubdtype(np.dtype(b.dtype), np.floating):
+                    m._buffers[name] = move(b)
         return self
 
     # ----- state dict ---------------------------------------------------------------------------
@@ -304,7 +347,10 @@ class Module:
         for key, value in values.items():  # nothing is copied unless everything fits
             module, name, kind = targets[key]
             current = module._parameters[name].data if kind == "parameter" else module._buffers[name]
-            np.copyto(current, value, casting="unsafe")
+            if is_device_array(current):  # a model on the GPU: overwrite the device array in place
+                current.copy_to_device(np.ascontiguousarray(value, dtype=current.dtype))
+            else:
+                np.copyto(current, value, casting="unsafe")
         return IncompatibleKeys(missing, unexpected)
 
     # ----- printing ---------------------------------------------------------------------------

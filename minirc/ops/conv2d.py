@@ -29,7 +29,7 @@ from numba import cuda, njit, prange
 
 from minirc import _checks
 from minirc.backend import get_backend
-from minirc.cuda_utils import blocks_for, like_input, to_device
+from minirc.cuda_utils import blocks_for, device_zeros, like_input, to_device
 from minirc.ops.matmul import gemm_cuda_device
 
 
@@ -319,7 +319,7 @@ def _weight_grad_cuda(g, x, geom):
     n, o, ho, wo = g.shape
     c = x.shape[1]
     if n == 0:  # an empty sum
-        return cuda.to_device(np.zeros((o, c, geom.kh, geom.kw), dtype=g.dtype))
+        return device_zeros((o, c, geom.kh, geom.kw), g.dtype)
     dw = cuda.device_array((o, c * geom.kh * geom.kw), dtype=g.dtype)
     cols = cuda.device_array((dw.shape[1], ho * wo), dtype=g.dtype)
     for k in range(n):  # images in a fixed order; the first one overwrites, later ones add

@@ -7,8 +7,10 @@ torchvision's ``FrozenBatchNorm2d`` (``torchvision/ops/misc.py``), in the same o
     y     = x * scale[c] + shift[c]                   # x: (N, C, H, W)
 
 The four buffers are constants (never trained), so the backward is w.r.t. the input only:
-``grad_in = grad_out * scale[c]``. ``scale`` and ``shift`` are computed once on the host in the
+``grad_in = grad_out * scale[c]``. ``scale`` and ``shift`` are computed once per call in the
 buffers' dtype (C numbers, cheap) and then cast to the input's dtype; the kernels only apply them.
+They are computed where the buffers live: on the host for NumPy buffers, by a one-thread-per-channel
+kernel for device buffers (a model moved with ``Module.to_device``), so nothing is copied per layer.
 ``eps=1e-5`` is torchvision's default; the released COCO Mask R-CNN weights were trained with
 ``eps=0.0`` (``overwrite_eps``), see docs/semantics section 10.
 
@@ -17,6 +19,8 @@ per element. Multiply then add, two roundings, as torch's separate mul and add k
 compiler may fuse them into one FMA: agreement with the others is then to ~1 ulp).
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import cuda, njit, prange
@@ -77,6 +81,29 @@ def channel_affine_cuda(x, scale, shift):
     return like_input(out.reshape(shape), x)
 
 
+@cuda.jit
+def _scale_shift_cuda_kernel(weight, bias, running_mean, running_var, eps, scale, shift):
+    # one thread per channel, torchvision's formula in the buffers' dtype T; the product m * s is
+    # formed exactly in float64 and rounded once, so no FMA contraction changes shift's rounding
+    c = cuda.grid(1)
+    if c < scale.size:
+        T = type(running_var[c])
+        s = weight[c] * (T(1.0) / math.sqrt(running_var[c] + eps))
+        scale[c] = s
+        shift[c] = bias[c] - T(float(running_mean[c]) * float(s))
+
+
+def scale_and_shift_cuda(weight, bias, running_mean, running_var, eps, dtype):
+    """Device (scale, shift) in ``dtype`` from device buffers (the GPU twin of :func:`scale_and_shift`)."""
+    channels = weight.shape[0]
+    scale = cuda.device_array(channels, dtype=dtype)
+    shift = cuda.device_array(channels, dtype=dtype)
+    if channels:
+        _scale_shift_cuda_kernel[blocks_for(channels), 256](weight, bias, running_mean, running_var,
+                                                            running_var.dtype.type(eps), scale, shift)
+    return scale, shift
+
+
 # ---- public entry points ----------------------------------------------------------------------------
 _IMPLS = {"numpy": channel_affine_numpy, "cpu": channel_affine_cpu, "cuda": channel_affine_cuda}
 
@@ -85,41 +112,53 @@ def _buffers(channels, weight, bias, running_mean, running_var):
     named = {"weight": weight, "bias": bias, "running_mean": running_mean, "running_var": running_var}
     out = []
     for name, a in named.items():
-        a = _checks.as_array(a, name, ndim=1, float_only=True, allow_device=False)
+        a = _checks.as_array(a, name, ndim=1, float_only=True)
         if a.shape[0] != channels:
-            raise ValueError(f"{name}: expected shape ({channels},) (the input's channels), got {a.shape}")
+            raise ValueError(f"{name}: expected shape ({channels},) (the input's channels), got {tuple(a.shape)}")
         out.append(a)
+    on_device = [is_device_array(a) for a in out]
+    if any(on_device) and not all(on_device):
+        raise TypeError("weight, bias, running_mean, running_var: expected all four on the host or all four "
+                        f"on the device, got device arrays for {[n for n, d in zip(named, on_device) if d]}")
     return out
 
 
-def _run(x, scale, shift, backend):
+def _affine(x, buffers, eps, backend, with_shift=True):
+    """Apply scale (and shift) computed from ``buffers`` where they live, on ``backend``."""
     name = get_backend(backend)
-    if name != "cuda" and is_device_array(x):
-        raise TypeError(f"input: CUDA device arrays need backend='cuda', got backend={name!r}")
-    scale = np.ascontiguousarray(scale, dtype=x.dtype)
-    shift = np.ascontiguousarray(shift, dtype=x.dtype)
+    if name != "cuda" and (is_device_array(x) or is_device_array(buffers[0])):
+        raise TypeError(f"input, buffers: CUDA device arrays need backend='cuda', got backend={name!r}")
+    if is_device_array(buffers[0]):
+        scale, shift = scale_and_shift_cuda(*buffers, eps, x.dtype)
+        if not with_shift:
+            shift = _zeros(scale)
+    else:
+        scale, shift = scale_and_shift(*buffers, eps)
+        scale = np.ascontiguousarray(scale, dtype=x.dtype)
+        shift = np.ascontiguousarray(shift if with_shift else np.zeros_like(scale), dtype=x.dtype)
     return _IMPLS[name](x, scale, shift)
+
+
+def _zeros(like):
+    from minirc.cuda_array import zeros
+
+    return zeros(tuple(like.shape), like.dtype)
 
 
 def frozen_batch_norm2d(x, weight, bias, running_mean, running_var, eps=1e-5, backend=None):
     """``x * scale[c] + shift[c]`` with torchvision's FrozenBatchNorm2d formula.
 
-    x: (N, C, H, W) float32/float64; weight, bias, running_mean, running_var: (C,) float host arrays;
-    eps >= 0. Returns (N, C, H, W) in x's dtype.
+    x: (N, C, H, W) float32/float64; weight, bias, running_mean, running_var: (C,) float arrays, all
+    on the host or all on the device; eps >= 0. Returns (N, C, H, W) in x's dtype.
     """
     x = _checks.as_array(x, "input", ndim=4, float_only=True)
     buffers = _buffers(x.shape[1], weight, bias, running_mean, running_var)
-    eps = _checks.number(eps, "eps", low=0.0)
-    scale, shift = scale_and_shift(*buffers, eps)
-    return _run(x, scale, shift, backend)
+    return _affine(x, buffers, _checks.number(eps, "eps", low=0.0), backend)
 
 
 def frozen_batch_norm2d_backward(grad_out, weight, running_var, eps=1e-5, backend=None):
     """Gradient w.r.t. the input: ``grad_out * scale[c]``. grad_out: (N, C, H, W); weight, running_var: (C,)."""
     grad_out = _checks.as_array(grad_out, "grad_out", ndim=4, float_only=True)
-    channels = grad_out.shape[1]
-    zeros = np.zeros(channels, dtype=np.asarray(running_var).dtype)
-    w, _, _, rv = _buffers(channels, weight, zeros, zeros, running_var)
-    eps = _checks.number(eps, "eps", low=0.0)
-    scale, _ = scale_and_shift(w, zeros, zeros, rv, eps)
-    return _run(grad_out, scale, np.zeros_like(scale), backend)
+    # bias and running_mean do not enter the scale: stand-ins of the right kind and shape
+    w, _, _, rv = _buffers(grad_out.shape[1], weight, weight, weight, running_var)
+    return _affine(grad_out, [w, w, w, rv], _checks.number(eps, "eps", low=0.0), backend, with_shift=False)

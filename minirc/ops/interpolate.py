@@ -33,7 +33,7 @@ from numba import cuda, njit, prange
 
 from minirc import _checks
 from minirc.backend import get_backend
-from minirc.cuda_utils import blocks_for, is_device_array, like_input, to_device
+from minirc.cuda_utils import blocks_for, device_zeros, is_device_array, like_input, to_device
 
 
 def nearest_source_indices(in_size: int, out_size: int, scale_factor=None) -> np.ndarray:
@@ -152,6 +152,13 @@ def _nearest_backward_cuda_kernel(grad_out, start_h, stop_h, start_w, stop_w, gr
                                              grad_in[p, h, w])
 
 
+def constant(index):
+    """The (small, int64) index table on the device, uploaded once per distinct table and then reused."""
+    from minirc.cuda_array import constant as cached
+
+    return cached(index)
+
+
 def interpolate_nearest_cuda(x, src_h, src_w):
     n, c, height, width = x.shape
     shape = (n * c, src_h.size, src_w.size)
@@ -159,17 +166,17 @@ def interpolate_nearest_cuda(x, src_h, src_w):
     total = int(np.prod(shape))
     if total > 0:
         _nearest_cuda_kernel[blocks_for(total), 256](to_device(x).reshape(n * c, height, width),
-                                                     to_device(src_h), to_device(src_w), out)
+                                                     constant(src_h), constant(src_w), out)
     return like_input(out.reshape(n, c, src_h.size, src_w.size), x)
 
 
 def interpolate_nearest_backward_cuda(grad_out, src_h, src_w, input_shape):
     n, c, height, width = input_shape
-    grad_in = cuda.to_device(np.zeros((n * c, height, width), dtype=grad_out.dtype))
+    grad_in = device_zeros((n * c, height, width), grad_out.dtype)  # filled on the device
     total = n * c * height * width
     if total > 0 and int(np.prod(grad_out.shape)) > 0:
         g = to_device(grad_out).reshape(n * c, src_h.size, src_w.size)
-        ranges = [to_device(r) for r in source_ranges(src_h, height) + source_ranges(src_w, width)]
+        ranges = [constant(r) for r in source_ranges(src_h, height) + source_ranges(src_w, width)]
         _nearest_backward_cuda_kernel[blocks_for(total), 256](g, *ranges, grad_in)
     return like_input(grad_in.reshape(input_shape), grad_out)
 

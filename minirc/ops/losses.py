@@ -14,9 +14,9 @@
   Every target must be a class index: nothing is ignored (torch's ``ignore_index=-100`` is not offered).
 
 Backward functions take ``grad_out`` of the per-element shape, or a single value applied to every
-element (what a "mean"/"sum" reduction sends back). Reductions (:func:`reduce_loss`) run on the host
-with NumPy: on ``"cuda"`` the per-element kernel runs on the device and its (small) result is copied
-back to be summed. A "mean" over zero elements is NaN, as in torch; a "sum" over zero elements is 0.
+element (what a "mean"/"sum" reduction sends back). Reductions (:func:`reduce_loss`) run where the
+losses are: NumPy on the host, :mod:`minirc.cuda_array` sums on the device (the scalar loss stays a
+device array). A "mean" over zero elements is NaN, as in torch; a "sum" over zero elements is 0.
 
 Backends: ``"numpy"`` vectorised; ``"cpu"`` ``prange`` over elements (rows for the CE forward);
 ``"cuda"`` one thread per element (per row for the CE forward).
@@ -395,6 +395,8 @@ def _logits_classes(input, target):
                          f"got {tuple(t.shape)}")
     if not np.issubdtype(np.dtype(t.dtype), np.integer):
         raise TypeError(f"target: expected integer class indices (int64), got {t.dtype}")
+    if is_device_array(t):  # checking a device array's values would copy it back: the caller checked it
+        return x, t
     host = to_host(t)
     if host.size and (host.min() < 0 or host.max() >= x.shape[1]):
         bad = host[(host < 0) | (host >= x.shape[1])][0]
@@ -407,6 +409,8 @@ def _logits_classes(input, target):
 
 def cross_entropy(input, target, backend=None):
     """Per-row cross-entropy of logits (R, K) against class indices (R,) int in [0, K).
+
+    Host targets are range-checked; device targets are not (that would copy them back).
 
     Returns ``(loss, logsumexp)``, both (R,) in input's dtype; pass ``logsumexp`` to the backward.
     """
@@ -428,13 +432,21 @@ def cross_entropy_backward(grad_out, input, target, logsumexp, backend=None):
 def reduce_loss(per_element, reduction):
     """``"none"``: unchanged; ``"sum"``: the sum; ``"mean"``: sum / count (NaN for zero elements, as torch).
 
-    Reductions run on the host in the loss's dtype (a device array is copied back first); returns a
-    0-d array for "sum" and "mean".
+    Returns a 0-d array for "sum" and "mean", in the loss's dtype, where the losses live: NumPy
+    (pairwise sum) for host arrays, a device array (serial sums, one axis at a time) on the GPU, so a
+    device loss stays on the device until someone asks for its value.
     """
     _checks.one_of(reduction, "reduction", REDUCTIONS)
     if reduction == "none":
         return per_element
-    host = to_host(per_element)
+    if is_device_array(per_element):
+        from minirc import cuda_array
+
+        total = cuda_array.reduce_sum(per_element)
+        if reduction == "sum":
+            return total
+        return cuda_array.binary(cuda_array.DIV, total, per_element.dtype.type(per_element.size))
+    host = np.asarray(per_element)
     total = host.sum(dtype=host.dtype)
     if reduction == "sum":
         return np.asarray(total, dtype=host.dtype)

@@ -15,6 +15,10 @@ vectorised CPU ``add(a, b, alpha=...)``: the product of two float32 numbers is e
 so ``float32(float64(a) + float64(alpha) * float64(b))`` reproduces it (up to the rare double
 rounding of the float64 sum).
 
+On the ``"cuda"`` backend (parameters moved with ``Module.to_device``) the update is one CUDA kernel
+per parameter, one thread per element, with the same roundings (each product formed exactly in
+float64 and rounded once), and the momentum buffers live on the device beside the weights.
+
 ``state_dict()`` holds the momentum buffers and the hyper-parameters of every group (lr included, so
 a schedule's current value is restored); ``load_state_dict`` makes a resumed run bit-identical.
 """
@@ -23,10 +27,11 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+from numba import cuda
 
 from minirc import _checks
 from minirc.autograd import Tensor
-from minirc.cuda_utils import to_host
+from minirc.cuda_utils import blocks_for, is_device_array, to_device, to_host
 
 DEFAULTS = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
 
@@ -37,6 +42,55 @@ def _axpy(a, alpha, b):
         return a + alpha * b
     alpha = float(a.dtype.type(alpha))  # torch casts the scalar to the tensor's dtype first
     return (a.astype(np.float64) + alpha * b.astype(np.float64)).astype(a.dtype)
+
+
+@cuda.jit
+def _sgd_cuda_kernel(w, g, buf, neg_lr, m, one_minus_d, wd, nesterov, first):
+    """One SGD update of element i, in the order and roundings of :meth:`SGD.step` on the host.
+
+    ``T(float(a) + alpha * float(b))`` is :func:`_axpy`: the float64 product of two float32 numbers is
+    exact, so only the final cast rounds. The scalars arrive already rounded to the weights' dtype.
+    """
+    i = cuda.grid(1)
+    if i < w.size:
+        T = type(w[i])
+        gi = g[i]
+        if wd != 0:
+            gi = T(float(gi) + wd * float(w[i]))
+        if m != 0:
+            if first:
+                b = gi
+            elif one_minus_d != 1:
+                b = T(float(T(float(buf[i]) * m)) + one_minus_d * float(gi))
+            else:
+                b = T(float(buf[i]) * m) + gi
+            buf[i] = b
+            gi = T(float(gi) + m * float(b)) if nesterov else b
+        w[i] = T(float(w[i]) + neg_lr * float(gi))
+
+
+def _rounded(x, dtype):
+    """A scalar as torch uses it: cast to the tensor's dtype first (a no-op for float64)."""
+    return float(np.dtype(dtype).type(x))
+
+
+def _step_cuda(w, g, state, lr, m, d, wd, nesterov):
+    """The device twin of the host update below: w, g (and the momentum buffer) are device arrays."""
+    n = int(np.prod(w.shape))
+    buf = state.get("momentum_buffer") if m != 0 else None
+    first = m != 0 and buf is None
+    if first:
+        buf = cuda.device_array(tuple(w.shape), dtype=w.dtype)
+    elif buf is not None:
+        buf = to_device(buf)
+    if n:
+        flat = (lambda a: a.reshape(n))
+        _sgd_cuda_kernel[blocks_for(n), 256](flat(w), flat(g), flat(buf if buf is not None else g),
+                                             _rounded(-lr, w.dtype), _rounded(m, w.dtype),
+                                             _rounded(1 - d, w.dtype), _rounded(wd, w.dtype),
+                                             bool(nesterov), bool(first))
+    if m != 0:
+        state["momentum_buffer"] = buf
 
 
 class SGD:
@@ -82,7 +136,14 @@ class SGD:
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
             for p in group["params"]:
-                p.grad = None if set_to_none or p.grad is None else np.zeros_like(p.grad)
+                if set_to_none or p.grad is None:
+                    p.grad = None
+                elif is_device_array(p.grad):
+                    from minirc.cuda_array import zeros
+
+                    p.grad = zeros(tuple(p.grad.shape), p.grad.dtype)
+                else:
+                    p.grad = np.zeros_like(p.grad)
 
     def step(self) -> None:
         """One update of every parameter that has a gradient (the arrays change in place)."""
@@ -93,14 +154,22 @@ class SGD:
                 if p.grad is None:
                     continue
                 w = p.data
+                if tuple(p.grad.shape) != tuple(w.shape):
+                    raise ValueError(f"grad: expected the parameter's shape {tuple(w.shape)}, "
+                                     f"got {tuple(p.grad.shape)}")
+                if is_device_array(w):
+                    if p.grad.dtype != w.dtype:
+                        raise TypeError(f"grad: expected the parameter's dtype {w.dtype}, got {p.grad.dtype}")
+                    state = self.state.setdefault(id(p), {}) if m != 0 else {}  # as the host path
+                    _step_cuda(w, to_device(p.grad), state, lr, m, d, wd, nesterov)
+                    continue
                 g = np.asarray(to_host(p.grad), dtype=w.dtype)
-                if g.shape != w.shape:
-                    raise ValueError(f"grad: expected the parameter's shape {w.shape}, got {g.shape}")
                 if wd != 0:
                     g = _axpy(g, wd, w)
                 if m != 0:
                     state = self.state.setdefault(id(p), {})
                     buf = state.get("momentum_buffer")
+                    buf = None if buf is None else to_host(buf)  # a model moved back from the GPU
                     if buf is None:
                         buf = g.copy()
                     else:
@@ -117,7 +186,7 @@ class SGD:
         """``{"state": {i: {"momentum_buffer": array}}, "param_groups": [{..., "params": [i, ...]}]}``,
         parameters numbered in group order (torch's layout); arrays are copies."""
         index = {id(p): i for i, p in enumerate(self._index())}
-        state = {index[pid]: {k: np.array(v, copy=True) for k, v in s.items()}
+        state = {index[pid]: {k: np.array(to_host(v), copy=True) for k, v in s.items()}
                  for pid, s in self.state.items() if pid in index}
         groups = []
         for group in self.param_groups:
@@ -142,7 +211,7 @@ class SGD:
             buf = np.array(to_host(s["momentum_buffer"]), dtype=p.dtype, copy=True)
             if buf.shape != p.shape:
                 raise ValueError(f"state_dict: momentum buffer {i} has shape {buf.shape}, its parameter {p.shape}")
-            self.state[id(p)] = {"momentum_buffer": buf}
+            self.state[id(p)] = {"momentum_buffer": to_device(buf) if is_device_array(p.data) else buf}
         for mine, saved in zip(self.param_groups, groups):
             for k, v in saved.items():
                 if k != "params":

@@ -12,7 +12,7 @@ def _shapes(module):
 
 
 def test_basic_block_keys_and_feature_shapes():
-    cfg = C.tiny().backbone
+    cfg = C.override(C.tiny(), {"backbone.norm": "frozen_bn"}).backbone  # the FrozenBN layout: no counters
     body = ResNet(cfg)
     s = _shapes(body)
     assert s["conv1.weight"] == (8, 3, 7, 7) and s["bn1.running_var"] == (8,)

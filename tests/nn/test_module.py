@@ -246,3 +246,55 @@ def test_keys_match_torch():
     net = Net()
     net.load_state_dict(ref)  # torch tensors load directly
     np.testing.assert_array_equal(net.fc.weight.data, ref["fc.weight"].numpy())
+
+
+class Counted(Module):
+    """Parameters, float buffers (FrozenBN) and an integer buffer (a counter that stays on the host)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = Conv2d(2, 3, 1)
+        self.bn = FrozenBatchNorm2d(3)
+        self.register_buffer("count", np.array(0, np.int64))
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+@pytest.mark.cuda
+def test_to_device_and_to_host_move_everything_in_place(rng):
+    from minirc import use_backend
+    from minirc.backend import cuda_available
+    from minirc.cuda_utils import is_device_array, to_device
+
+    if not cuda_available():
+        pytest.skip("no CUDA GPU and no simulator")
+    net = Counted()
+    net.bn.running_var[...] = 2.0
+    params = list(net.parameters())
+    net.conv.weight.grad = np.ones((3, 2, 1, 1), np.float32)
+    before = net.state_dict()
+    x = rng.standard_normal((1, 2, 2, 2)).astype(np.float32)
+    with use_backend("cuda"):
+        host_out = net(x).numpy()
+        assert net.to_device() is net and net.to_device() is net  # twice: the second copies nothing
+        assert [id(p) for p in net.parameters()] == [id(p) for p in params]  # optimizers keep their references
+        assert all(is_device_array(p.data) for p in params) and is_device_array(net.conv.weight.grad)
+        assert all(is_device_array(getattr(net.bn, b)) for b in ("weight", "bias", "running_mean", "running_var"))
+        assert isinstance(net.count, np.ndarray)  # integer counters stay with the Python code that updates them
+        out = net(Tensor(to_device(x)))
+        assert is_device_array(out.data)
+        np.testing.assert_allclose(out.numpy(), host_out, rtol=1e-6)
+    state = net.state_dict()  # host copies
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    for key in before:
+        np.testing.assert_array_equal(state[key], before[key])
+    net.load_state_dict({k: v + 1 for k, v in before.items()})  # written into the device arrays
+    assert is_device_array(net.bn.running_mean) and is_device_array(net.conv.bias.data)
+    np.testing.assert_array_equal(net.state_dict()["bn.running_mean"], before["bn.running_mean"] + 1)
+    net.zero_grad(set_to_none=False)
+    assert is_device_array(net.conv.weight.grad)
+    np.testing.assert_array_equal(net.conv.weight.grad.copy_to_host(), 0)
+    assert net.to_host() is net
+    assert all(isinstance(p.data, np.ndarray) for p in params) and isinstance(net.bn.running_var, np.ndarray)
+    np.testing.assert_array_equal(net.conv.weight.data, before["conv.weight"] + 1)

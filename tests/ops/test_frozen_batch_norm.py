@@ -99,3 +99,27 @@ def test_matches_torchvision(rng):
     ref.load_state_dict({"weight": torch.from_numpy(w), "bias": torch.from_numpy(b),
                          "running_mean": torch.from_numpy(m), "running_var": torch.from_numpy(v)})
     np.testing.assert_array_equal(frozen_batch_norm2d(x, w, b, m, v), ref(torch.from_numpy(x)).numpy())
+
+
+@pytest.mark.cuda
+def test_device_buffers_give_the_host_buffers_result(rng):
+    """A model moved to the GPU keeps its buffers there: scale and shift are then computed on the device."""
+    from minirc.backend import cuda_available
+    from minirc.cuda_utils import is_device_array, to_device, to_host
+
+    if not cuda_available():
+        pytest.skip("no CUDA GPU and no simulator")
+    x = rng.standard_normal((2, 3, 2, 2)).astype(np.float32)
+    bufs = buffers(3, rng)
+    dev = [to_device(b) for b in bufs]
+    want = frozen_batch_norm2d(x, *bufs, eps=1e-5, backend="numpy")
+    got = frozen_batch_norm2d(to_device(x), *dev, eps=1e-5, backend="cuda")
+    assert is_device_array(got)
+    np.testing.assert_allclose(to_host(got), want, rtol=1e-6, atol=1e-6)
+    g_want = frozen_batch_norm2d_backward(x, bufs[0], bufs[3], eps=1e-5, backend="numpy")
+    g_got = frozen_batch_norm2d_backward(to_device(x), dev[0], dev[3], eps=1e-5, backend="cuda")
+    np.testing.assert_allclose(to_host(g_got), g_want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(TypeError, match="all four"):
+        frozen_batch_norm2d(to_device(x), dev[0], *bufs[1:], backend="cuda")
+    with pytest.raises(TypeError, match="backend='cuda'"):
+        frozen_batch_norm2d(x, *dev, backend="cpu")

@@ -176,3 +176,32 @@ def test_match_torch(rng):
     ref = X.clone().requires_grad_(True)
     tf.cross_entropy(ref, torch.from_numpy(labels)).backward()
     np.testing.assert_allclose(ours.grad, ref.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.cuda
+@pytest.mark.filterwarnings("ignore:invalid value")  # the simulator computes the mean of nothing, 0 / 0, in NumPy
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_device_losses_stay_on_the_device(reduction, rng):
+    """On "cuda" with a device input, the reduced loss and the input's gradient are device arrays."""
+    from minirc.backend import cuda_available
+    from minirc.cuda_utils import is_device_array, to_device, to_host
+
+    if not cuda_available():
+        pytest.skip("no CUDA GPU and no simulator")
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    z = (rng.random((4, 3)) > 0.5).astype(np.float32)
+    labels = np.array([0, 2, 1, 2])
+    for fn, target in ((smooth_l1_loss, z), (binary_cross_entropy_with_logits, z), (cross_entropy, labels)):
+        host = Tensor(x.copy(), requires_grad=True)
+        dev = Tensor(to_device(x), requires_grad=True)
+        with use_backend("cuda"):
+            want, got = fn(host, target, reduction=reduction), fn(dev, target, reduction=reduction)
+            assert is_device_array(got.data) and got.shape == ()
+            want.backward()
+            got.backward()
+        np.testing.assert_allclose(to_host(got.data), want.numpy(), rtol=1e-6)
+        assert is_device_array(dev.grad)
+        np.testing.assert_allclose(to_host(dev.grad), host.grad, rtol=1e-6, atol=1e-7)
+    empty = L.reduce_loss(to_device(np.zeros((0, 3), np.float32)), reduction)
+    assert is_device_array(empty)
+    assert np.isnan(to_host(empty)) if reduction == "mean" else to_host(empty) == 0

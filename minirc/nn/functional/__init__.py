@@ -10,7 +10,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "linear": ".linear",
     "relu": ".activation", "sigmoid": ".activation",
     "max_pool2d": ".pooling", "interpolate": ".upsampling",
-    "frozen_batch_norm2d": ".norm",
+    "frozen_batch_norm2d": ".norm", "batch_norm": ".batch_norm",
     "smooth_l1_loss": ".loss", "binary_cross_entropy_with_logits": ".loss", "cross_entropy": ".loss",
     "roi_align": ".roi", "roi_pool": ".roi",
 })

@@ -8,8 +8,9 @@ backward gives an empty gradient; ``"sum"`` over zero elements returns 0. The de
 averages an empty set: torchvision divides the box losses by the number of *sampled* anchors or
 RoIs, and returns ``mask_logits.sum() * 0`` when an image batch has no positive RoI.
 
-Per-element kernels: :mod:`minirc.ops.losses` (on ``"cuda"`` they run on the device, and the
-reduction to a scalar runs on the host).
+Per-element kernels: :mod:`minirc.ops.losses`. On ``"cuda"`` with a device ``input`` everything
+stays on the device: the (host) target is uploaded once in the forward and saved there for the
+backward, the reduction to a scalar and the upstream gradient of the backward are device arrays.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 from minirc import _checks
 from minirc.autograd import Function, Tensor
 from minirc.backend import get_backend
-from minirc.cuda_utils import to_host
+from minirc.cuda_utils import array_module, is_device_array, to_device, to_host
 from minirc.ops import losses as _ops
 
 
@@ -26,11 +27,19 @@ def _constant(a):
     return a.data if isinstance(a, Tensor) else a
 
 
+def _like_input(x, t):
+    """The target on the device when the input is there: uploaded once, reused by the backward."""
+    return to_device(t) if is_device_array(x) and not is_device_array(t) else t
+
+
 def _upstream(ctx, grad_out, count):
     """The gradient each element receives from the reduction: per element for "none", else one value
     (``g`` for "sum", ``g / count`` for "mean", as torch's mean backward)."""
     if ctx.reduction == "none":
         return grad_out
+    if is_device_array(grad_out):  # stays on the device; the division takes the count by value
+        g = grad_out.reshape(1)
+        return array_module(g).divide(g, ctx.dtype.type(max(count, 1))) if ctx.reduction == "mean" else g
     g = np.asarray(to_host(grad_out), dtype=ctx.dtype).reshape(1)
     if ctx.reduction == "mean":
         g = g / ctx.dtype.type(max(count, 1))
@@ -41,6 +50,7 @@ class SmoothL1Loss(Function):
     @staticmethod
     def forward(ctx, x, t, beta, reduction):
         ctx.backend, ctx.beta, ctx.reduction = get_backend(), beta, reduction
+        t = _like_input(x, _ops._input_target(x, t)[1])
         per_element = _ops.smooth_l1_loss(x, t, beta, backend=ctx.backend)
         ctx.save_for_backward(x, t)
         ctx.dtype = per_element.dtype
@@ -57,6 +67,7 @@ class BCEWithLogits(Function):
     @staticmethod
     def forward(ctx, x, z, reduction):
         ctx.backend, ctx.reduction = get_backend(), reduction
+        z = _like_input(x, _ops._input_target(x, z)[1])
         per_element = _ops.binary_cross_entropy_with_logits(x, z, backend=ctx.backend)
         ctx.save_for_backward(x, z)
         ctx.dtype = per_element.dtype
@@ -73,6 +84,7 @@ class CrossEntropy(Function):
     @staticmethod
     def forward(ctx, x, t, reduction):
         ctx.backend, ctx.reduction = get_backend(), reduction
+        t = _like_input(x, _ops._logits_classes(x, t)[1])  # checked on the host, then uploaded once
         per_row, lse = _ops.cross_entropy(x, t, backend=ctx.backend)
         ctx.save_for_backward(x, t, lse)
         ctx.dtype = per_row.dtype
