@@ -14,7 +14,8 @@ Measures, per framework and config, on a batch of shapes images (the demo's data
   the numbers do not mix; the minirc number includes Numba's compiler).
 
 The torchvision model is built from the same :class:`MaskRCNNConfig` (ResNet body of the same
-blocks and widths with FrozenBatchNorm2d, FPN, anchors, RPN/RoI sampling sizes, heads), so both
+blocks and widths, with the config's norm (FrozenBatchNorm2d or
+BatchNorm2d), FPN, anchors, RPN/RoI sampling sizes, heads), so both
 do the same arithmetic; torchvision's MultiScaleRoIAlign has no ``aligned`` flag, which changes
 no cost. Both use every core of the machine (Numba's and torch's default thread counts).
 Goal (issue 5): minirc no slower than 1.5x torchvision per training iteration.
@@ -90,7 +91,10 @@ def _torch_model(cfg, num_classes):
 
     b = cfg.backbone
     block = BasicBlock if b.block == "basic" else Bottleneck
-    norm = lambda c: FrozenBatchNorm2d(c, eps=b.frozen_bn_eps)  # noqa: E731
+    if b.norm == "bn":  # trainable BatchNorm2d, the presets made for training from scratch
+        norm = lambda c: nn.BatchNorm2d(c, eps=b.frozen_bn_eps)  # noqa: E731
+    else:
+        norm = lambda c: FrozenBatchNorm2d(c, eps=b.frozen_bn_eps)  # noqa: E731
 
     class Body(nn.Module):
         def __init__(self):

@@ -57,15 +57,21 @@ class _Node:
 
 
 class Function:
-    """Base class of differentiable ops; subclasses define static ``forward`` and ``backward``."""
+    """Base class of differentiable ops. Never instantiated: a subclass defines two static methods,
 
-    @staticmethod
-    def forward(ctx, *args, **kwargs):  # pragma: no cover - overridden
-        raise NotImplementedError
+    * ``forward(ctx, *args, **kwargs)``: the output array, computed from raw arrays (Tensors unwrapped);
+    * ``backward(ctx, grad_out)``: one gradient per positional argument of ``forward`` (``None`` for
+      arguments that are not tensors or need no gradient),
 
-    @staticmethod
-    def backward(ctx, grad_out):  # pragma: no cover - overridden
-        raise NotImplementedError
+    and is called as ``Fn.apply(*args)``. A subclass missing either is refused when it is defined.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        missing = [name for name in ("forward", "backward") if not callable(getattr(cls, name, None))]
+        if missing:
+            raise TypeError(f"Function subclass {cls.__name__} must define static methods "
+                            f"forward(ctx, *args) and backward(ctx, grad_out); missing: {', '.join(missing)}")
 
     @classmethod
     def apply(cls, *args, **kwargs):

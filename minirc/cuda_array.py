@@ -33,6 +33,18 @@ ADD, SUB, MUL, DIV = 0, 1, 2, 3
 NEG, EXP, LOG, POW = 0, 1, 2, 3
 
 
+@cuda.jit(device=True)
+def _apply_binary(op, x, y):
+    """x (op) y for one pair of elements: the arithmetic of both binary kernels."""
+    if op == ADD:
+        return x + y
+    if op == SUB:
+        return x - y
+    if op == MUL:
+        return x * y
+    return x / y
+
+
 @cuda.jit
 def _binary_kernel(op, a, a_strides, b, b_strides, out_shape, out):
     i = cuda.grid(1)
@@ -43,15 +55,7 @@ def _binary_kernel(op, a, a_strides, b, b_strides, out_shape, out):
             rem //= out_shape[d]
             ia += k * a_strides[d]
             ib += k * b_strides[d]
-        x, y = a[ia], b[ib]
-        if op == ADD:
-            out[i] = x + y
-        elif op == SUB:
-            out[i] = x - y
-        elif op == MUL:
-            out[i] = x * y
-        else:
-            out[i] = x / y
+        out[i] = _apply_binary(op, a[ia], b[ib])
 
 
 @cuda.jit
@@ -59,17 +63,7 @@ def _binary_scalar_kernel(op, a, s, reverse, out):
     """out = a (op) s, or s (op) a when ``reverse``; the scalar s arrives by value (no upload)."""
     i = cuda.grid(1)
     if i < out.size:
-        x, y = a[i], s
-        if reverse:
-            x, y = s, a[i]
-        if op == ADD:
-            out[i] = x + y
-        elif op == SUB:
-            out[i] = x - y
-        elif op == MUL:
-            out[i] = x * y
-        else:
-            out[i] = x / y
+        out[i] = _apply_binary(op, s, a[i]) if reverse else _apply_binary(op, a[i], s)
 
 
 @cuda.jit
@@ -277,42 +271,37 @@ def reshape(a, shape):
     return a.reshape(tuple(shape))
 
 
-def reduce_sum(a, axis=None, keepdims=False):
-    """Sum over ``axis`` (None, an int or a tuple), one axis at a time (each a strided serial sum)."""
+def _reduce(kernel, a, axis, keepdims, identity, what):
+    """Reduce ``a`` over ``axis`` (None, an int or a tuple) one axis at a time, the last first, each
+    with ``kernel`` (a strided serial reduction, one thread per kept element). ``identity``: the result
+    over a zero-size axis (0 for a sum); None where there is none (max), which raises ValueError."""
     axes = range(a.ndim) if axis is None else ((axis,) if np.isscalar(axis) else axis)
     axes = sorted({int(x) % max(a.ndim, 1) for x in axes}, reverse=True)
     out = a
     for d in axes:
         shape = tuple(out.shape)
+        if shape[d] == 0 and identity is None:
+            raise ValueError(f"{what}: zero-size axis {d} of shape {shape}: the {what} of no values is undefined")
         outer, inner = int(np.prod(shape[:d])), int(np.prod(shape[d + 1:]))
-        reduced = shape[d]
         new = cuda.device_array(shape[:d] + (1,) + shape[d + 1:], dtype=a.dtype)
-        if reduced == 0:
-            fill(new, 0)
+        if shape[d] == 0:
+            fill(new, identity)
         else:
-            _launch(_sum_kernel, outer * inner, _flat(out), outer, inner, reduced, _flat(new))
+            _launch(kernel, outer * inner, _flat(out), outer, inner, shape[d], _flat(new))
         out = new
     if not keepdims:
         out = out.reshape(tuple(n for i, n in enumerate(out.shape) if i not in axes))
     return out
+
+
+def reduce_sum(a, axis=None, keepdims=False):
+    """Sum over ``axis`` (None, an int or a tuple), one axis at a time (each a strided serial sum)."""
+    return _reduce(_sum_kernel, a, axis, keepdims, identity=0, what="sum")
 
 
 def reduce_max(a, axis=None, keepdims=False):
     """Max over ``axis`` (None, an int or a tuple), one axis at a time; every reduced axis must be non-empty."""
-    axes = range(a.ndim) if axis is None else ((axis,) if np.isscalar(axis) else axis)
-    axes = sorted({int(x) % max(a.ndim, 1) for x in axes}, reverse=True)
-    out = a
-    for d in axes:
-        shape = tuple(out.shape)
-        if shape[d] == 0:
-            raise ValueError(f"max: zero-size axis {d} of shape {shape} has no maximum")
-        outer, inner = int(np.prod(shape[:d])), int(np.prod(shape[d + 1:]))
-        new = cuda.device_array(shape[:d] + (1,) + shape[d + 1:], dtype=a.dtype)
-        _launch(_max_kernel, outer * inner, _flat(out), outer, inner, shape[d], _flat(new))
-        out = new
-    if not keepdims:
-        out = out.reshape(tuple(n for i, n in enumerate(out.shape) if i not in axes))
-    return out
+    return _reduce(_max_kernel, a, axis, keepdims, identity=None, what="max")
 
 
 def flat_index(shape, index) -> np.ndarray:

@@ -96,3 +96,13 @@ def test_empty_tensors_work():
     y.backward()
     assert x.grad.shape == (0, 4)
     assert x.flatten().shape == (0,)
+
+
+def test_function_subclass_without_backward_is_refused_at_definition():
+    from minirc.autograd import Function
+
+    with pytest.raises(TypeError, match="must define static methods.*missing: backward"):
+        class OnlyForward(Function):  # noqa: F841 - the definition itself must fail
+            @staticmethod
+            def forward(ctx, x):
+                return x

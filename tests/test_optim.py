@@ -223,3 +223,13 @@ def test_sgd_on_device_arrays_equals_the_host_update(options, rng):
         np.testing.assert_array_equal(saved["state"][0]["momentum_buffer"], opt_host.state[id(host)]["momentum_buffer"])
     opt_dev.zero_grad(set_to_none=False)
     np.testing.assert_array_equal(to_host(dev.grad), 0)
+
+
+def test_schedule_base_cannot_be_instantiated_without_factor():
+    from minirc.optim.lr_scheduler import _Schedule
+
+    class NoFactor(_Schedule):
+        pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        NoFactor(object())

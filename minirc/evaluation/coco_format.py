@@ -46,6 +46,10 @@ def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
+def _is_positive_int(v) -> bool:
+    return _is_int(v) and v > 0
+
+
 def _is_number(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -59,6 +63,16 @@ def _field(entry: dict, key: str, where: str, check, expected: str, default=None
     if not check(value):
         raise TypeError(f"{where}: field {key!r}: expected {expected}, got {str(value)[:80]}")
     return value
+
+
+def _objects(items: list, name: str, source: str):
+    """(index, where, entry) for each entry of the JSON list ``items`` (named ``name`` in messages),
+    each checked to be an object."""
+    for i, entry in enumerate(items):
+        where = f"{source}: {name}[{i}]"
+        if not isinstance(entry, dict):
+            raise TypeError(f"{where}: expected an object, got {type(entry).__name__}")
+        yield i, where, entry
 
 
 def _is_box(v) -> bool:
@@ -88,32 +102,23 @@ def load_ground_truth(gt, need_sizes: bool = False) -> GroundTruth:
             raise ValueError(f"{source}: expected a list under {key!r}, got "
                              f"{'nothing' if key not in data else type(data[key]).__name__}")
     sizes = {}
-    for i, img in enumerate(data["images"]):
-        where = f"{source}: images[{i}]"
-        if not isinstance(img, dict):
-            raise TypeError(f"{where}: expected an object, got {type(img).__name__}")
+    for _, where, img in _objects(data["images"], "images", source):
         iid = _field(img, "id", where, _is_int, "an int")
         where = f"{source}: image id {iid}"
-        h = _field(img, "height", where, lambda v: _is_int(v) and v > 0, "an int > 0", required=need_sizes)
-        w = _field(img, "width", where, lambda v: _is_int(v) and v > 0, "an int > 0", required=need_sizes)
+        h = _field(img, "height", where, _is_positive_int, "an int > 0", required=need_sizes)
+        w = _field(img, "width", where, _is_positive_int, "an int > 0", required=need_sizes)
         if iid in sizes:
             raise ValueError(f"{where}: the image id appears twice in 'images'")
         sizes[iid] = (h, w) if h is not None and w is not None else None
     names = {}
-    for i, cat in enumerate(data["categories"]):
-        where = f"{source}: categories[{i}]"
-        if not isinstance(cat, dict):
-            raise TypeError(f"{where}: expected an object, got {type(cat).__name__}")
+    for _, where, cat in _objects(data["categories"], "categories", source):
         cid = _field(cat, "id", where, _is_int, "an int")
         if cid in names:
             raise ValueError(f"{source}: category id {cid} appears twice in 'categories'")
         names[cid] = str(cat.get("name", cid))
     out = GroundTruth(source, data, sorted(sizes), sizes, sorted(names), names)
     seen = set()
-    for i, ann in enumerate(data["annotations"]):
-        where = f"{source}: annotations[{i}]"
-        if not isinstance(ann, dict):
-            raise TypeError(f"{where}: expected an object, got {type(ann).__name__}")
+    for _, where, ann in _objects(data["annotations"], "annotations", source):
         aid = _field(ann, "id", where, _is_int, "an int")
         where = f"{source}: annotation id {aid}"
         if aid in seen:
@@ -148,10 +153,7 @@ def load_results(results, gt: GroundTruth, iou_type: str):
     by_key = defaultdict(list)
     use_box_area = iou_type == "bbox" or (
         bool(data) and isinstance(data[0], dict) and bool(data[0].get("bbox")))
-    for i, res in enumerate(data):
-        where = f"{source}: results[{i}]"
-        if not isinstance(res, dict):
-            raise TypeError(f"{where}: expected an object, got {type(res).__name__}")
+    for i, where, res in _objects(data, "results", source):
         iid = _field(res, "image_id", where, _is_int, "an int")
         if iid not in gt.image_sizes:
             raise ValueError(f"{where}: field 'image_id': {iid} is not an image of the ground truth "

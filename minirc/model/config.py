@@ -120,6 +120,9 @@ class RoIHeadsConfig:
     """Proposal sampling, Fast R-CNN loss and detection post-processing (spec section 8)."""
     # "roi_pool" (Fast R-CNN), "roi_align" (torchvision, aligned=False), "roi_align_aligned" (detectron2, -0.5 px)
     pooler_type: str = "roi_align"
+    # FPN level assignment k = floor(4 + log2(sqrt(area) / canonical_scale)): 224 (the paper's ImageNet
+    # crop) on 800 px images; small images want it scaled down so that large objects reach deeper levels
+    canonical_scale: float = 224.0
     fg_iou_thresh: float = 0.5  # proposals with IoU >= this with a gt box are foreground (labelled with its class)
     bg_iou_thresh: float = 0.5  # proposals with IoU < this with every gt box are background (label 0)
     batch_size_per_image: int = 512  # proposals sampled per image (gt boxes are appended first)

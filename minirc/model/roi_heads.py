@@ -131,10 +131,10 @@ class RoIHeads(Module):
 
         rh, bh, mh, k = config.roi_heads, config.box_head, config.mask_head, config.num_classes
         ch = config.fpn.out_channels
-        self.box_roi_pool = _pooler(bh.pool_size, bh.sampling_ratio, rh.pooler_type)
+        self.box_roi_pool = _pooler(bh.pool_size, bh.sampling_ratio, rh)
         self.box_head = TwoMLPHead(ch * bh.pool_size ** 2, bh.representation_size)
         self.box_predictor = FastRCNNPredictor(bh.representation_size, k)
-        self.mask_roi_pool = _pooler(mh.pool_size, mh.sampling_ratio, rh.pooler_type)
+        self.mask_roi_pool = _pooler(mh.pool_size, mh.sampling_ratio, rh)
         self.mask_head = MaskRCNNHeads(ch, mh.layers, mh.dilation)
         self.mask_predictor = MaskRCNNPredictor(mh.layers[-1], mh.dim_reduced, k)
         self.proposal_matcher = Matcher(rh.fg_iou_thresh, rh.bg_iou_thresh, allow_low_quality_matches=False)
@@ -197,8 +197,8 @@ class RoIHeads(Module):
         return detections, {}
 
 
-def _pooler(output_size: int, sampling_ratio: int, pooler_type: str):
+def _pooler(output_size: int, sampling_ratio: int, rh):
     from minirc.detection.poolers import MultiScaleRoIAlign
 
     return MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=output_size, sampling_ratio=sampling_ratio,
-                              pooler_type=pooler_type)
+                              canonical_scale=rh.canonical_scale, pooler_type=rh.pooler_type)

@@ -39,11 +39,11 @@ def _empty_parameter(*shape):
     return Parameter(np.zeros(shape, dtype=np.float32))
 
 
-class Conv2d(Module):
-    """2-D convolution, ``torch.nn.Conv2d`` without groups: weight (out, in, kh, kw), optional bias (out,)."""
+class _ConvNd(Module):
+    """What Conv2d and ConvTranspose2d share (torch's ``_ConvNd``): checked sizes, the weight and the
+    optional bias, torch's default initialisation and the repr."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, *,
-                 bias=True, groups=1):
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, bias, transposed):
         super().__init__()
         self.in_channels = _checks.positive_int(in_channels, "in_channels")
         self.out_channels = _checks.positive_int(out_channels, "out_channels")
@@ -51,18 +51,16 @@ class Conv2d(Module):
         self.stride = _checks.pair(stride, "stride", minimum=1)
         self.padding = _checks.pair(padding, "padding", minimum=0)
         self.dilation = _checks.pair(dilation, "dilation", minimum=1)
-        if groups != 1:
-            raise ValueError(f"groups: only groups=1 is implemented (Mask R-CNN uses no grouped conv), got {groups!r}")
-        self.weight = _empty_parameter(self.out_channels, self.in_channels, *self.kernel_size)
+        # torch's weight layouts: (out, in, kh, kw) for a conv, (in, out, kh, kw) for a transposed conv
+        pair = (self.in_channels, self.out_channels) if transposed else (self.out_channels, self.in_channels)
+        self.weight = _empty_parameter(*pair, *self.kernel_size)
         self.register_parameter("bias", _empty_parameter(self.out_channels) if bias else None)
         self.reset_parameters()
 
     def reset_parameters(self):
+        # for the transposed (in, out, kh, kw) weight torch computes the fans with the Conv rule too:
+        # fan_in = out*kh*kw
         init.default_init_(self.weight, self.bias)
-
-    def forward(self, x):
-        conv2d = _functional("conv", "conv2d")
-        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -73,34 +71,30 @@ class Conv2d(Module):
         return s + ("" if self.bias is not None else ", bias=False")
 
 
-class ConvTranspose2d(Module):
+class Conv2d(_ConvNd):
+    """2-D convolution, ``torch.nn.Conv2d`` without groups: weight (out, in, kh, kw), optional bias (out,)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, *,
+                 bias=True, groups=1):
+        if groups != 1:
+            raise ValueError(f"groups: only groups=1 is implemented (Mask R-CNN uses no grouped conv), got {groups!r}")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias, transposed=False)
+
+    def forward(self, x):
+        conv2d = _functional("conv", "conv2d")
+        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+
+class ConvTranspose2d(_ConvNd):
     """Transposed 2-D convolution (``torch.nn.ConvTranspose2d``, no output_padding/groups/dilation):
     weight (in, out, kh, kw), optional bias (out,)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *, bias=True):
-        super().__init__()
-        self.in_channels = _checks.positive_int(in_channels, "in_channels")
-        self.out_channels = _checks.positive_int(out_channels, "out_channels")
-        self.kernel_size = _checks.pair(kernel_size, "kernel_size", minimum=1)
-        self.stride = _checks.pair(stride, "stride", minimum=1)
-        self.padding = _checks.pair(padding, "padding", minimum=0)
-        self.weight = _empty_parameter(self.in_channels, self.out_channels, *self.kernel_size)
-        self.register_parameter("bias", _empty_parameter(self.out_channels) if bias else None)
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        # torch computes the fans of the (in, out, kh, kw) weight with the Conv rule: fan_in = out*kh*kw
-        init.default_init_(self.weight, self.bias)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, 1, bias, transposed=True)
 
     def forward(self, x):
         conv_transpose2d = _functional("conv", "conv_transpose2d")
         return conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding)
-
-    def extra_repr(self):
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
-        return s + ("" if self.bias is not None else ", bias=False")
 
 
 class Linear(Module):

@@ -1,4 +1,4 @@
-"""RoI arguments shared by roi_align and roi_pool: list-of-boxes -> (K, 5) rois, and their checks.
+"""RoI arguments shared by roi_align and roi_pool: list-of-boxes -> (K, 5) rois, their checks, empty results.
 
 ``rois: (K, 5) [batch_index, x1, y1, x2, y2]`` in input-image pixels, or a list with one
 ``(L_i, 4)`` array of x1y1x2y2 boxes per image (the list position becomes the batch index), as in
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from minirc import _checks
-from minirc.cuda_utils import to_host
+from minirc.cuda_utils import is_device_array, to_device, to_host
 
 
 def convert_boxes_to_roi_format(boxes, dtype=np.float32, name: str = "boxes") -> np.ndarray:
@@ -58,3 +58,26 @@ def check_pool_args(input, output_size, spatial_scale):
     if scale == 0.0 or not np.isfinite(scale):
         raise ValueError(f"spatial_scale: expected a finite number > 0, got {spatial_scale!r}")
     return input, (ph, pw), scale
+
+
+def check_backward_args(grad_output, boxes, input_shape):
+    """A pooling backward's grad_output (K, C, PH, PW), boxes and input_shape (N, C, H, W), checked together.
+
+    Returns (grad_output, input_shape as ints, rois, batch) with rois and batch as :func:`check_rois`.
+    """
+    grad_output = _checks.as_array(grad_output, "grad_output", ndim=4, float_only=True)
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) != 4 or input_shape[1] != grad_output.shape[1]:
+        raise ValueError(f"input_shape: expected (N, C, H, W) with C = grad_output.shape[1] = "
+                         f"{grad_output.shape[1]}, got {input_shape}")
+    rois, batch = check_rois(boxes, input_shape[0], grad_output.dtype)
+    if len(rois) != grad_output.shape[0]:
+        raise ValueError(f"grad_output: expected {len(rois)} rois (one per box), "
+                         f"got shape {tuple(grad_output.shape)}")
+    return grad_output, input_shape, rois, batch
+
+
+def zeros_like_input(shape, dtype, like):
+    """Zeros (an empty result), on the device when ``like`` is a device array: no kernel is launched."""
+    out = np.zeros(shape, dtype=dtype)
+    return to_device(out) if is_device_array(like) else out

@@ -25,8 +25,11 @@ from minirc.cuda_utils import blocks_for, is_device_array, like_input, to_device
 
 
 @njit(cache=True)
-def _sigmoid_scalar(v):
-    """Stable logistic of one value, computed in v's own float type T (no float64 promotion)."""
+def sigmoid_scalar(v):
+    """Stable logistic of one value, computed in v's own float type T (no float64 promotion).
+
+    Shared by the sigmoid kernels here and the BCE backward kernels (:mod:`minirc.ops.losses.bce`).
+    """
     T = type(v)
     one = T(1.0)
     if v >= 0:  # split at 0 so exp never sees a large positive argument
@@ -71,7 +74,7 @@ def _relu_backward_cpu_kernel(g, y, out):
 @njit(cache=True, parallel=True)
 def _sigmoid_cpu_kernel(x, out):
     for i in prange(x.size):
-        out[i] = _sigmoid_scalar(x[i])
+        out[i] = sigmoid_scalar(x[i])
 
 
 @njit(cache=True, parallel=True)
@@ -126,7 +129,7 @@ def _relu_backward_cuda_kernel(g, y, out):
 def _sigmoid_cuda_kernel(x, out):
     i = cuda.grid(1)
     if i < x.size:
-        out[i] = _sigmoid_scalar(x[i])
+        out[i] = sigmoid_scalar(x[i])
 
 
 @cuda.jit

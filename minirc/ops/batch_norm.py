@@ -74,24 +74,32 @@ def grad_input_numpy(g, x, mean, mean_g, k, scale):
     return ((g - c(mean_g)) - (x - c(mean)) * c(k)) * c(scale)
 
 
+def _channel_mean_m2(x, c):
+    """(mean, m2) of channel c of x (N, C, M), accumulated in float64: a first pass for the mean, a
+    second for the squared deviations from it. Compiled for the CPU kernel and as a CUDA device function."""
+    n, _, m = x.shape
+    s = 0.0
+    for i in range(n):
+        for j in range(m):
+            s += x[i, c, j]
+    mu = s / (n * m)
+    q = 0.0
+    for i in range(n):
+        for j in range(m):
+            d = x[i, c, j] - mu
+            q += d * d
+    return mu, q
+
+
+_channel_mean_m2_cpu = njit(cache=True)(_channel_mean_m2)
+_channel_mean_m2_cuda = cuda.jit(device=True)(_channel_mean_m2)
+
+
 # ---- Numba CPU: prange over channels (sums) and over N*C planes (elementwise) -----------------------
 @njit(cache=True, parallel=True)
 def _channel_stats_cpu_kernel(x, mean, m2):
-    n, channels, m = x.shape
-    count = n * m
-    for c in prange(channels):
-        s = 0.0
-        for i in range(n):
-            for j in range(m):
-                s += x[i, c, j]
-        mu = s / count
-        q = 0.0
-        for i in range(n):
-            for j in range(m):
-                d = x[i, c, j] - mu
-                q += d * d
-        mean[c] = mu
-        m2[c] = q
+    for c in prange(x.shape[1]):
+        mean[c], m2[c] = _channel_mean_m2_cpu(x, c)
 
 
 def _planes(a):
@@ -151,20 +159,8 @@ def grad_input_cpu(g, x, mean, mean_g, k, scale):
 @cuda.jit
 def _channel_stats_cuda_kernel(x, mean, m2):
     c = cuda.grid(1)
-    n, channels, m = x.shape
-    if c < channels:
-        s = 0.0
-        for i in range(n):
-            for j in range(m):
-                s += x[i, c, j]
-        mu = s / (n * m)
-        q = 0.0
-        for i in range(n):
-            for j in range(m):
-                d = x[i, c, j] - mu
-                q += d * d
-        mean[c] = mu
-        m2[c] = q
+    if c < x.shape[1]:
+        mean[c], m2[c] = _channel_mean_m2_cuda(x, c)
 
 
 def _device_planes(a):

@@ -27,31 +27,11 @@ from typing import Callable, NamedTuple
 import numpy as np
 from numba import cuda, njit, prange
 
-from minirc import _checks
 from minirc.backend import get_backend
 from minirc.cuda_utils import blocks_for, device_zeros, like_input, to_device
+# Geometry is re-exported: im2col_numpy takes one, and notebook 01 imports both from this module
+from minirc.ops._conv_args import Geometry, check_conv_inputs, check_grad_out, geometry, output_size  # noqa: F401
 from minirc.ops.matmul import gemm_cuda_device
-
-
-class Geometry(NamedTuple):
-    """Kernel size, stride, padding and dilation, each (rows, columns); a tuple, so ``*geom`` passes 8 ints."""
-    kh: int
-    kw: int
-    sh: int
-    sw: int
-    ph: int
-    pw: int
-    dh: int
-    dw: int
-
-    def out_size(self, h, w):
-        """(Ho, Wo): torch's formula, floor division (taps that would overhang the padding are dropped)."""
-        return ((h + 2 * self.ph - self.dh * (self.kh - 1) - 1) // self.sh + 1,
-                (w + 2 * self.pw - self.dw * (self.kw - 1) - 1) // self.sw + 1)
-
-    def is_pointwise(self):
-        """A 1x1 kernel, stride 1, no padding: cols[n] *is* x[n].reshape(C, H*W), im2col is skipped."""
-        return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
 
 
 # ---- NumPy reference: the spec -------------------------------------------------------------------
@@ -410,47 +390,6 @@ def conv_kernels(backend=None) -> ConvKernels:
 
 
 # ---- public entry points ---------------------------------------------------------------------------
-def geometry(kernel_hw, stride, padding, dilation) -> Geometry:
-    """Checked Geometry from torch-style int-or-pair arguments."""
-    sh, sw = _checks.pair(stride, "stride", minimum=1)
-    ph, pw = _checks.pair(padding, "padding", minimum=0)
-    dh, dw = _checks.pair(dilation, "dilation", minimum=1)
-    return Geometry(int(kernel_hw[0]), int(kernel_hw[1]), sh, sw, ph, pw, dh, dw)
-
-
-def check_conv_inputs(x, w, b, name_x="input", name_w="weight", name_b="bias", channel_axis=1):
-    """x (N, C, H, W) and w (., ., kh, kw) float arrays of one dtype with matching C; b (w.shape[...],) or None.
-
-    channel_axis: the axis of w that must equal C (1 for conv2d, 0 for conv_transpose2d); the bias
-    must match the other one.
-    """
-    x = _checks.as_array(x, name_x, ndim=4, float_only=True)
-    w = _checks.as_array(w, name_w, ndim=4, float_only=True)
-    _checks.same_dtype(x, w, name_x, name_w)
-    if w.shape[channel_axis] != x.shape[1]:
-        raise ValueError(f"{name_w}: expected {x.shape[1]} input channels (axis {channel_axis}) to match "
-                         f"{name_x} of shape {tuple(x.shape)}, got {name_w} of shape {tuple(w.shape)}")
-    if min(w.shape[2:]) < 1:
-        raise ValueError(f"{name_w}: expected a kernel of at least 1x1, got shape {tuple(w.shape)}")
-    if b is not None:
-        b = _checks.as_array(b, name_b, ndim=1, float_only=True)
-        _checks.same_dtype(x, b, name_x, name_b)
-        n_out = w.shape[1 - channel_axis]
-        if b.shape[0] != n_out:
-            raise ValueError(f"{name_b}: expected shape ({n_out},), got {tuple(b.shape)}")
-    return x, w, b
-
-
-def output_size(x_shape, geom, name="input"):
-    ho, wo = geom.out_size(*x_shape[2:])
-    if ho <= 0 or wo <= 0:
-        raise ValueError(
-            f"{name}: spatial size {tuple(x_shape[2:])} with padding {(geom.ph, geom.pw)} is smaller than "
-            f"the dilated kernel {(geom.dh * (geom.kh - 1) + 1, geom.dw * (geom.kw - 1) + 1)}: "
-            f"the output would be {(ho, wo)}")
-    return ho, wo
-
-
 def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, backend=None):
     """y = conv2d(x, w, b): x (N, C, H, W), w (O, C, kh, kw), b (O,) or None -> (N, O, Ho, Wo).
 
@@ -477,10 +416,7 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, need=(True,
     x, w, _ = check_conv_inputs(x, w, None)
     geom = geometry(w.shape[2:], stride, padding, dilation)
     expected = (x.shape[0], w.shape[0], *output_size(x.shape, geom))
-    g = _checks.as_array(grad_out, "grad_out", ndim=4, float_only=True)
-    _checks.same_dtype(x, g, "input", "grad_out")
-    if tuple(g.shape) != expected:
-        raise ValueError(f"grad_out: expected shape {expected} (the output of the convolution), got {tuple(g.shape)}")
+    g = check_grad_out(grad_out, x, expected, "the convolution")
     k = conv_kernels(backend)
     gs = k.wrap(g)
     dx = k.input_grad(gs, k.wrap(w), x.shape[2:], geom) if need[0] else None

@@ -20,7 +20,8 @@ All three backends ("numpy", "cpu", "cuda") come from :func:`minirc.ops.conv2d.c
 from __future__ import annotations
 
 from minirc import _checks
-from minirc.ops.conv2d import check_conv_inputs, conv_kernels, geometry
+from minirc.ops._conv_args import check_conv_inputs, check_grad_out, geometry
+from minirc.ops.conv2d import conv_kernels
 
 
 def _geometry_and_size(x, w, stride, padding, output_padding, dilation):
@@ -64,12 +65,7 @@ def conv_transpose2d_backward(grad_out, x, w, stride=1, padding=0, output_paddin
     """
     x, w, _ = check_conv_inputs(x, w, None, channel_axis=0)
     geom, out_hw = _geometry_and_size(x, w, stride, padding, output_padding, dilation)
-    g = _checks.as_array(grad_out, "grad_out", ndim=4, float_only=True)
-    _checks.same_dtype(x, g, "input", "grad_out")
-    expected = (x.shape[0], w.shape[1], *out_hw)
-    if tuple(g.shape) != expected:
-        raise ValueError(f"grad_out: expected shape {expected} (the output of the transposed "
-                         f"convolution), got {tuple(g.shape)}")
+    g = check_grad_out(grad_out, x, (x.shape[0], w.shape[1], *out_hw), "the transposed convolution")
     k = conv_kernels(backend)
     gs, xs, ws = k.wrap(g), k.wrap(x), k.wrap(w)
     dx = k.forward(gs, ws, geom) if need[0] else None

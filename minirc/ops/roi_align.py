@@ -34,11 +34,10 @@ import numbers
 import numpy as np
 from numba import cuda, njit, prange
 
-from minirc import _checks
 from minirc.backend import get_backend
-from minirc.cuda_utils import blocks_for, device_zeros, is_device_array, like_input, to_device, to_host
+from minirc.cuda_utils import blocks_for, device_zeros, like_input, to_device, to_host
 from minirc.ops._bilinear import align_roi_geometry, bilinear_neighbours, for_cuda, sample_coord
-from minirc.ops._rois import check_pool_args, check_rois
+from minirc.ops._rois import check_backward_args, check_pool_args, check_rois, zeros_like_input
 
 MAX_SAMPLES_PER_CHUNK = 1 << 20  # cpu: sample tables are built for at most this many samples at once
 
@@ -364,11 +363,6 @@ def _check_sampling(sampling_ratio, aligned):
     return int(sampling_ratio), bool(aligned)
 
 
-def _empty(shape, dtype, like):
-    out = np.zeros(shape, dtype=dtype)
-    return to_device(out) if is_device_array(like) else out
-
-
 def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False, *, backend=None):
     """RoIAlign with torchvision's signature and float32 results (``torchvision.ops.roi_align``).
 
@@ -385,7 +379,7 @@ def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, a
     rois, batch = check_rois(boxes, input.shape[0], input.dtype)
     N, C, H, W = input.shape
     if len(rois) == 0 or C == 0:
-        return _empty((len(rois), C) + out_hw, input.dtype, input)
+        return zeros_like_input((len(rois), C) + out_hw, input.dtype, input)
     if H == 0 or W == 0:
         raise ValueError(f"input: expected a feature map with H, W >= 1 to pool from, "
                          f"got shape {tuple(input.shape)}")
@@ -401,18 +395,10 @@ def roi_align_backward(grad_output, boxes, input_shape, spatial_scale=1.0, sampl
     Returns (N, C, H, W) in grad_output's dtype.
     """
     name = get_backend(backend)
-    grad_output = _checks.as_array(grad_output, "grad_output", ndim=4, float_only=True)
-    input_shape = tuple(int(s) for s in input_shape)
-    if len(input_shape) != 4 or input_shape[1] != grad_output.shape[1]:
-        raise ValueError(f"input_shape: expected (N, C, H, W) with C = grad_output.shape[1] = "
-                         f"{grad_output.shape[1]}, got {input_shape}")
+    grad_output, input_shape, rois, batch = check_backward_args(grad_output, boxes, input_shape)
     check_pool_args(np.zeros((1, 1, 1, 1), np.float32), 1, spatial_scale)  # checks spatial_scale
     sampling_ratio, aligned = _check_sampling(sampling_ratio, aligned)
-    rois, batch = check_rois(boxes, input_shape[0], grad_output.dtype)
-    if len(rois) != grad_output.shape[0]:
-        raise ValueError(f"grad_output: expected {len(rois)} rois (one per box), "
-                         f"got shape {tuple(grad_output.shape)}")
     if grad_output.size == 0 or 0 in input_shape:
-        return _empty(input_shape, grad_output.dtype, grad_output)
+        return zeros_like_input(input_shape, grad_output.dtype, grad_output)
     return _BACKWARD_IMPLS[name](grad_output, rois, batch, input_shape, float(spatial_scale),
                                  sampling_ratio, aligned, deterministic)

@@ -31,7 +31,7 @@ from minirc import _checks
 from minirc.backend import get_backend
 from minirc.cuda_utils import blocks_for, device_zeros, is_device_array, like_input, to_device, to_host
 from minirc.ops._bilinear import for_cuda
-from minirc.ops._rois import check_pool_args, check_rois
+from minirc.ops._rois import check_backward_args, check_pool_args, check_rois, zeros_like_input
 
 FLT_MAX = float(np.finfo(np.float32).max)  # the kernel starts every max at -FLT_MAX, also for float64
 
@@ -253,11 +253,6 @@ _IMPLS = {"numpy": roi_pool_numpy, "cpu": roi_pool_cpu, "cuda": roi_pool_cuda}
 _BACKWARD_IMPLS = {"numpy": roi_pool_backward_numpy, "cpu": roi_pool_backward_cpu, "cuda": roi_pool_backward_cuda}
 
 
-def _empty(shape, dtype, like):
-    out = np.zeros(shape, dtype=dtype)
-    return to_device(out) if is_device_array(like) else out
-
-
 def roi_pool(input, boxes, output_size, spatial_scale=1.0, *, return_argmax=False, backend=None):
     """RoIPool with torchvision's signature and results (``torchvision.ops.roi_pool``).
 
@@ -272,7 +267,7 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0, *, return_argmax=Fals
     N, C, H, W = input.shape
     if len(rois) == 0 or C == 0:
         shape = (len(rois), C) + out_hw
-        out, arg = _empty(shape, input.dtype, input), _empty(shape, np.int32, input)
+        out, arg = zeros_like_input(shape, input.dtype, input), zeros_like_input(shape, np.int32, input)
     else:
         out, arg = _IMPLS[name](input, rois, batch, out_hw, scale)
     return (out, arg) if return_argmax else out
@@ -285,21 +280,13 @@ def roi_pool_backward(grad_output, argmax, boxes, input_shape, *, backend=None):
     boxes: as given to roi_pool (only the batch index is used); input_shape: (N, C, H, W).
     """
     name = get_backend(backend)
-    grad_output = _checks.as_array(grad_output, "grad_output", ndim=4, float_only=True)
+    grad_output, input_shape, _, batch = check_backward_args(grad_output, boxes, input_shape)
     argmax = _checks.as_array(argmax, "argmax", ndim=4)
     if tuple(argmax.shape) != tuple(grad_output.shape):
         raise ValueError(f"argmax: expected the shape of grad_output {tuple(grad_output.shape)}, "
                          f"got {tuple(argmax.shape)}")
-    input_shape = tuple(int(s) for s in input_shape)
-    if len(input_shape) != 4 or input_shape[1] != grad_output.shape[1]:
-        raise ValueError(f"input_shape: expected (N, C, H, W) with C = grad_output.shape[1] = "
-                         f"{grad_output.shape[1]}, got {input_shape}")
-    _, batch = check_rois(boxes, input_shape[0], grad_output.dtype)
-    if len(batch) != grad_output.shape[0]:
-        raise ValueError(f"grad_output: expected {len(batch)} rois (one per box), "
-                         f"got shape {tuple(grad_output.shape)}")
     if grad_output.size == 0 or 0 in input_shape:
-        return _empty(input_shape, grad_output.dtype, grad_output)
+        return zeros_like_input(input_shape, grad_output.dtype, grad_output)
     if not is_device_array(argmax):
         argmax = argmax.astype(np.int32, copy=False)
     return _BACKWARD_IMPLS[name](grad_output, argmax, batch, input_shape)

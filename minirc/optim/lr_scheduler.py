@@ -20,12 +20,13 @@ the lr of iteration 0; call ``optimizer.step()`` then ``scheduler.step()`` once 
 """
 from __future__ import annotations
 
+import abc
 from bisect import bisect_right
 
 from minirc import _checks
 
 
-class _Schedule:
+class _Schedule(abc.ABC):
     """Base: subclasses define ``factor(it)``, the multiplier of every group's base lr at iteration ``it``."""
 
     def __init__(self, optimizer, last_epoch: int = -1):
@@ -41,8 +42,9 @@ class _Schedule:
         self.last_epoch = last_epoch
         self.step()
 
-    def factor(self, it: int) -> float:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def factor(self, it: int) -> float:
+        """The multiplier of every group's base lr at iteration ``it`` (``it = 0`` is the first)."""
 
     def get_lr(self) -> list:
         f = self.factor(self.last_epoch)

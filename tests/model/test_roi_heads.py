@@ -152,3 +152,17 @@ def test_module_requires_targets_in_training():
     heads.train()
     with pytest.raises(ValueError, match="targets"):
         heads(_features(cfg), [np.zeros((0, 4), np.float32)], [(64, 64)])
+
+
+def test_canonical_scale_reaches_both_poolers():
+    """A 40 px box sits on P2 with torchvision's 224 and on P3 with a canonical scale of 56 (128 px images)."""
+    import dataclasses
+
+    cfg = C.tiny(num_classes=3)
+    cfg = dataclasses.replace(cfg, roi_heads=dataclasses.replace(cfg.roi_heads, canonical_scale=56.0))
+    heads = RoIHeads(cfg)
+    box = [np.array([[0, 0, 40, 40]], np.float32)]
+    for pooler in (heads.box_roi_pool, heads.mask_roi_pool):
+        pooler.setup_scales([np.zeros((1, 8, 128 >> k, 128 >> k), np.float32) for k in (2, 3, 4, 5)], [(128, 128)])
+        assert pooler.canonical_scale == 56.0 and pooler.map_levels(box).tolist() == [1]
+    assert RoIHeads(C.tiny(num_classes=3)).box_roi_pool.canonical_scale == 224

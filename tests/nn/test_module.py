@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from minirc import Tensor
+from minirc.nn.containers import ModuleList, Sequential
 from minirc.nn.layers import Conv2d, FrozenBatchNorm2d, Linear, ReLU
-from minirc.nn.module import Module, ModuleList, Parameter, Sequential, StateDictError
+from minirc.nn.module import Module, Parameter, StateDictError
 
 
 class Block(Module):
@@ -298,3 +299,13 @@ def test_to_device_and_to_host_move_everything_in_place(rng):
     assert net.to_host() is net
     assert all(isinstance(p.data, np.ndarray) for p in params) and isinstance(net.bn.running_var, np.ndarray)
     np.testing.assert_array_equal(net.conv.weight.data, before["conv.weight"] + 1)
+
+
+def test_calling_a_module_without_forward_names_the_subclass():
+    from minirc.nn import Module
+
+    class NoForward(Module):
+        pass
+
+    with pytest.raises(TypeError, match="NoForward must define forward"):
+        NoForward()(1)

@@ -11,36 +11,38 @@ from minirc.cuda_utils import is_device_array
 from minirc.ops import activation as _ops
 
 
-def _as_dtype(g, dtype):
-    return g if is_device_array(g) or g.dtype == dtype else g.astype(dtype)
+def _forward_saving_output(ctx, kernel, x):
+    ctx.backend = get_backend()
+    y = kernel(x, backend=ctx.backend)
+    ctx.save_for_backward(y)
+    return y
+
+
+def _backward_from_output(ctx, kernel, grad_out):
+    (y,) = ctx.saved
+    if not is_device_array(grad_out) and grad_out.dtype != y.dtype:
+        grad_out = grad_out.astype(y.dtype)
+    return kernel(grad_out, y, backend=ctx.backend)
 
 
 class ReLU(Function):
     @staticmethod
     def forward(ctx, x):
-        ctx.backend = get_backend()
-        y = _ops.relu(x, backend=ctx.backend)
-        ctx.save_for_backward(y)
-        return y
+        return _forward_saving_output(ctx, _ops.relu, x)
 
     @staticmethod
     def backward(ctx, grad_out):
-        (y,) = ctx.saved
-        return _ops.relu_backward(_as_dtype(grad_out, y.dtype), y, backend=ctx.backend)
+        return _backward_from_output(ctx, _ops.relu_backward, grad_out)
 
 
 class Sigmoid(Function):
     @staticmethod
     def forward(ctx, x):
-        ctx.backend = get_backend()
-        y = _ops.sigmoid(x, backend=ctx.backend)
-        ctx.save_for_backward(y)
-        return y
+        return _forward_saving_output(ctx, _ops.sigmoid, x)
 
     @staticmethod
     def backward(ctx, grad_out):
-        (y,) = ctx.saved
-        return _ops.sigmoid_backward(_as_dtype(grad_out, y.dtype), y, backend=ctx.backend)
+        return _backward_from_output(ctx, _ops.sigmoid_backward, grad_out)
 
 
 def relu(input, inplace=False):

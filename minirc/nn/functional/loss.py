@@ -21,15 +21,26 @@ from minirc.autograd import Function, Tensor
 from minirc.backend import get_backend
 from minirc.cuda_utils import array_module, is_device_array, to_device, to_host
 from minirc.ops import losses as _ops
+from minirc.ops.losses._common import check_input_target
+from minirc.ops.losses.cross_entropy import check_logits_classes
 
 
 def _constant(a):
     return a.data if isinstance(a, Tensor) else a
 
 
-def _like_input(x, t):
-    """The target on the device when the input is there: uploaded once, reused by the backward."""
+def _checked_target(check, x, t):
+    """The target as ``check(x, t)`` returns it (checked and cast on the host), moved to the device when
+    the input is there: uploaded once in the forward, reused by the backward."""
+    t = check(x, t)[1]
     return to_device(t) if is_device_array(x) and not is_device_array(t) else t
+
+
+def _save_and_reduce(ctx, per_element, *saved):
+    """The end of every loss forward: keep what the backward needs, then reduce as asked."""
+    ctx.save_for_backward(*saved)
+    ctx.dtype = per_element.dtype
+    return _ops.reduce_loss(per_element, ctx.reduction)
 
 
 def _upstream(ctx, grad_out, count):
@@ -50,11 +61,9 @@ class SmoothL1Loss(Function):
     @staticmethod
     def forward(ctx, x, t, beta, reduction):
         ctx.backend, ctx.beta, ctx.reduction = get_backend(), beta, reduction
-        t = _like_input(x, _ops._input_target(x, t)[1])
+        t = _checked_target(check_input_target, x, t)
         per_element = _ops.smooth_l1_loss(x, t, beta, backend=ctx.backend)
-        ctx.save_for_backward(x, t)
-        ctx.dtype = per_element.dtype
-        return _ops.reduce_loss(per_element, reduction)
+        return _save_and_reduce(ctx, per_element, x, t)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -67,11 +76,9 @@ class BCEWithLogits(Function):
     @staticmethod
     def forward(ctx, x, z, reduction):
         ctx.backend, ctx.reduction = get_backend(), reduction
-        z = _like_input(x, _ops._input_target(x, z)[1])
+        z = _checked_target(check_input_target, x, z)
         per_element = _ops.binary_cross_entropy_with_logits(x, z, backend=ctx.backend)
-        ctx.save_for_backward(x, z)
-        ctx.dtype = per_element.dtype
-        return _ops.reduce_loss(per_element, reduction)
+        return _save_and_reduce(ctx, per_element, x, z)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -84,11 +91,9 @@ class CrossEntropy(Function):
     @staticmethod
     def forward(ctx, x, t, reduction):
         ctx.backend, ctx.reduction = get_backend(), reduction
-        t = _like_input(x, _ops._logits_classes(x, t)[1])  # checked on the host, then uploaded once
+        t = _checked_target(check_logits_classes, x, t)
         per_row, lse = _ops.cross_entropy(x, t, backend=ctx.backend)
-        ctx.save_for_backward(x, t, lse)
-        ctx.dtype = per_row.dtype
-        return _ops.reduce_loss(per_row, reduction)
+        return _save_and_reduce(ctx, per_row, x, t, lse)
 
     @staticmethod
     def backward(ctx, grad_out):

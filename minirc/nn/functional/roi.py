@@ -29,6 +29,11 @@ def _as_rois(input, boxes):
     return check_rois(boxes, data.shape[0], data.dtype)[0]
 
 
+def _in_rois_dtype(ctx, grad_out):
+    """A host grad_out cast to the dtype of the forward (the rois were cast to the input's dtype)."""
+    return grad_out if is_device_array(grad_out) else grad_out.astype(ctx.rois.dtype, copy=False)
+
+
 class RoIAlign(Function):
     @staticmethod
     def forward(ctx, input, rois, output_size=7, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
@@ -42,8 +47,7 @@ class RoIAlign(Function):
     def backward(ctx, grad_out):
         if not ctx.needs_grad[0]:
             return None, None
-        if not is_device_array(grad_out):
-            grad_out = grad_out.astype(ctx.rois.dtype, copy=False)
+        grad_out = _in_rois_dtype(ctx, grad_out)
         return _roi_align_backward(grad_out, ctx.rois, ctx.input_shape, *ctx.args, backend=ctx.backend), None
 
 
@@ -72,8 +76,7 @@ class RoIPool(Function):
     def backward(ctx, grad_out):
         if not ctx.needs_grad[0]:
             return None, None
-        if not is_device_array(grad_out):
-            grad_out = grad_out.astype(ctx.rois.dtype, copy=False)
+        grad_out = _in_rois_dtype(ctx, grad_out)
         return _roi_pool_backward(grad_out, ctx.argmax, ctx.rois, ctx.input_shape, backend=ctx.backend), None
 
 
