@@ -67,12 +67,26 @@ def draw_instances(ax, image, boxes=None, labels=None, scores=None, masks=None, 
         text = name if scores is None else f"{name} {float(np.asarray(to_host(scores)).reshape(-1)[k]):.2f}"
         ax.text(x1, y1, text, fontsize=7, color="white", va="bottom", ha="left",
                 bbox=dict(facecolor=colour, alpha=0.8, pad=1, edgecolor="none"))
-    ax.set_xlim(0, w)
-    ax.set_ylim(h, 0)
+    return label_pixel_axes(ax, w, h, title)
+
+
+def label_pixel_axes(ax, width: float, height: float, title: str | None = None):
+    """Image axes in pixels: x to the right, y downwards (row 0 at the top), as the boxes are."""
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
     ax.set_xlabel("x (pixels)")
     ax.set_ylabel("y (pixels)")
     if title:
         ax.set_title(title, fontsize=9)
+    return ax
+
+
+def draw_boxes(ax, boxes, color, lw: float = 1.0, ls: str = "-", alpha: float = 1.0):
+    """Outline boxes ``(N, 4)`` x1y1x2y2 (continuous pixel coordinates) on ``ax``; no labels."""
+    from matplotlib.patches import Rectangle
+
+    for x1, y1, x2, y2 in np.asarray(to_host(boxes), dtype=float).reshape(-1, 4):
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=color, lw=lw, ls=ls, alpha=alpha))
     return ax
 
 

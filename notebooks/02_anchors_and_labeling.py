@@ -28,15 +28,10 @@ import minirc
 from minirc.data import ShapesDataset
 from minirc.detection import AnchorGenerator, Matcher
 from minirc.ops.box_iou import box_iou
-from minirc.visualize import to_hwc
+from minirc.visualize import draw_boxes, to_hwc
 
 FAST = os.environ.get("MINIRC_FAST") == "1"
 plt.rcParams["figure.dpi"] = 80
-
-
-def draw_boxes(ax, boxes, color, lw=1.0, ls="-", alpha=1.0):
-    for x1, y1, x2, y2 in np.asarray(boxes, dtype=float):
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=color, lw=lw, ls=ls, alpha=alpha))
 
 
 # %% [markdown]

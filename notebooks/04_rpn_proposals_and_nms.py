@@ -18,7 +18,6 @@ import os
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.patches import Rectangle
 
 import minirc
 from minirc import Tensor
@@ -29,16 +28,11 @@ from minirc.nn import Module
 from minirc.ops.box_iou import box_iou
 from minirc.ops.boxes import clip_boxes_to_image, remove_small_boxes
 from minirc.ops.nms import batched_nms, nms, nms_numpy
-from minirc.visualize import to_hwc
+from minirc.visualize import draw_boxes, to_hwc
 
 FAST = os.environ.get("MINIRC_FAST") == "1"
 plt.rcParams["figure.dpi"] = 80
 minirc.random.manual_seed(0)
-
-
-def draw_boxes(ax, boxes, color, lw=1.0, ls="-", alpha=1.0):
-    for x1, y1, x2, y2 in np.asarray(boxes, dtype=float):
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=color, lw=lw, ls=ls, alpha=alpha))
 
 
 # %%

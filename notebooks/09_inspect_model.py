@@ -47,7 +47,7 @@ from minirc.model.mask_head import mask_probabilities
 from minirc.model.roi_heads import softmax
 from minirc.model.transform import interpolate_bilinear
 from minirc.ops import box_iou, clip_boxes_to_image
-from minirc.visualize import draw_instances, to_hwc
+from minirc.visualize import draw_instances, label_pixel_axes, to_hwc
 
 FAST = os.environ.get("MINIRC_FAST") == "1"
 plt.rcParams["figure.dpi"] = 80
@@ -136,12 +136,7 @@ shown = to_hwc(resized_image)
 def show_gray(ax, title=None):
     """The (resized) image in light grey, so coloured boxes stand out; axes in pixels."""
     ax.imshow(0.25 + 0.7 * shown.mean(axis=2), cmap="gray", vmin=0, vmax=1, extent=(0, W, H, 0))
-    ax.set_xlim(0, W)
-    ax.set_ylim(H, 0)
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-    if title:
-        ax.set_title(title, fontsize=9)
+    label_pixel_axes(ax, W, H, title)
 
 # %% [markdown]
 # ## 2. RPN: anchors and their training labels

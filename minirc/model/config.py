@@ -288,7 +288,9 @@ def shapes_demo(num_classes: int = 4) -> MaskRCNNConfig:
         anchors=AnchorConfig(sizes=((8,), (16,), (32,), (64,), (128,))),
         rpn=RPNConfig(pre_nms_top_n_train=300, pre_nms_top_n_test=200, post_nms_top_n_train=100,
                       post_nms_top_n_test=50),
-        roi_heads=RoIHeadsConfig(pooler_type="roi_align_aligned", batch_size_per_image=128, detections_per_img=50),
+        # canonical_scale 224 / 4: objects of 20-56 px spread over P2-P4 instead of all landing on P2
+        roi_heads=RoIHeadsConfig(pooler_type="roi_align_aligned", canonical_scale=56.0, batch_size_per_image=128,
+                                 detections_per_img=50),
         box_head=BoxHeadConfig(pool_size=7, representation_size=256),
         mask_head=MaskHeadConfig(pool_size=14, layers=(32, 32), dim_reduced=32),
     )
