@@ -56,6 +56,22 @@ def device_zeros(shape, dtype):
     return zeros((int(shape),) if np.ndim(shape) == 0 else tuple(int(n) for n in shape), dtype)
 
 
+def zeros_like(a):
+    """Zeros of ``a``'s shape and dtype where ``a`` lives: a device array (filled on the device) or NumPy."""
+    if is_device_array(a):
+        return device_zeros(tuple(a.shape), a.dtype)
+    return np.zeros_like(a)
+
+
+def copy_into(dst, values) -> None:
+    """Overwrite ``dst`` in place with ``values`` (cast to dst's dtype), wherever ``dst`` lives: a
+    host array, or a device array (one host-to-device copy). Keeps every reference to ``dst`` valid."""
+    if is_device_array(dst):
+        dst.copy_to_device(np.ascontiguousarray(values, dtype=dst.dtype))
+    else:
+        np.copyto(dst, values, casting="unsafe")
+
+
 def to_host(a):
     """NumPy copy of a device array; NumPy arrays pass through unchanged."""
     if is_device_array(a):

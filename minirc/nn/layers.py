@@ -20,6 +20,7 @@ import importlib
 import numpy as np
 
 from minirc import _checks
+from minirc.cuda_utils import copy_into
 from minirc.nn import init
 from minirc.nn.functional.activation import relu
 from minirc.nn.functional.batch_norm import batch_norm
@@ -202,8 +203,7 @@ class BatchNorm2d(Module):
     def reset_running_stats(self):
         for name, value in (("running_mean", 0), ("running_var", 1), ("num_batches_tracked", 0)):
             buf = getattr(self, name)  # a host array, or a device array after Module.to_device
-            fresh = np.full(tuple(buf.shape), value, dtype=buf.dtype)
-            buf.copy_to_device(fresh) if hasattr(buf, "copy_to_device") else np.copyto(buf, fresh)
+            copy_into(buf, np.full(tuple(buf.shape), value, dtype=buf.dtype))
 
     def _load_from_state_dict_hook(self, state_dict, prefix):
         # torch's _BatchNorm: a state dict without num_batches_tracked (saved before the buffer existed,

@@ -22,7 +22,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from minirc.autograd import Tensor
-from minirc.cuda_utils import is_device_array, to_device, to_host
+from minirc.cuda_utils import copy_into, is_device_array, to_device, to_host, zeros_like
 
 
 class Parameter(Tensor):
@@ -49,14 +49,6 @@ class StateDictError(ValueError, RuntimeError):
 def _buffer_value(array):
     """A buffer as stored: device arrays stay on the device, anything else becomes a NumPy array."""
     return array if is_device_array(array) else np.asarray(array)
-
-
-def _zeros_like(a):
-    if is_device_array(a):
-        from minirc.cuda_array import zeros
-
-        return zeros(tuple(a.shape), a.dtype)
-    return np.zeros_like(a)
 
 
 def _as_numpy(value, key):
@@ -245,7 +237,7 @@ class Module:
             if set_to_none or p.grad is None:
                 p.grad = None
             else:
-                p.grad = _zeros_like(p.grad)
+                p.grad = zeros_like(p.grad)
 
     def requires_grad_(self, requires_grad: bool = True) -> "Module":
         """Freeze (False) or unfreeze (True) every parameter; returns self."""
@@ -348,10 +340,7 @@ class Module:
         for key, value in values.items():  # nothing is copied unless everything fits
             module, name, kind = targets[key]
             current = module._parameters[name].data if kind == "parameter" else module._buffers[name]
-            if is_device_array(current):  # a model on the GPU: overwrite the device array in place
-                current.copy_to_device(np.ascontiguousarray(value, dtype=current.dtype))
-            else:
-                np.copyto(current, value, casting="unsafe")
+            copy_into(current, value)  # in place, on the GPU too: references to the array stay valid
         return IncompatibleKeys(missing, unexpected)
 
     # ----- printing ---------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from numba import cuda, njit, prange
 
 from minirc import _checks
 from minirc.backend import get_backend
-from minirc.cuda_utils import blocks_for, is_device_array, like_input, to_device, to_host
+from minirc.cuda_utils import blocks_for, copy_into, is_device_array, like_input, to_device, to_host, zeros_like
 from minirc.ops import frozen_batch_norm as _affine
 
 # ---- NumPy reference ------------------------------------------------------------------------------
@@ -91,8 +91,24 @@ def _channel_mean_m2(x, c):
     return mu, q
 
 
+def _channel_grad_sums(g, x, mean, c):
+    """(sum(g), sum(g * (x - mean))) over channel c of g, x (N, C, M), accumulated in float64."""
+    n, _, m = x.shape
+    mu = float(mean[c])
+    s = 0.0
+    d = 0.0
+    for i in range(n):
+        for j in range(m):
+            gi = float(g[i, c, j])
+            s += gi
+            d += gi * (float(x[i, c, j]) - mu)
+    return s, d
+
+
 _channel_mean_m2_cpu = njit(cache=True)(_channel_mean_m2)
 _channel_mean_m2_cuda = cuda.jit(device=True)(_channel_mean_m2)
+_channel_grad_sums_cpu = njit(cache=True)(_channel_grad_sums)
+_channel_grad_sums_cuda = cuda.jit(device=True)(_channel_grad_sums)
 
 
 # ---- Numba CPU: prange over channels (sums) and over N*C planes (elementwise) -----------------------
@@ -116,18 +132,8 @@ def channel_stats_cpu(x):
 
 @njit(cache=True, parallel=True)
 def _grad_sums_cpu_kernel(g, x, mean, sum_g, dotp):
-    n, channels, m = x.shape
-    for c in prange(channels):
-        s = 0.0
-        d = 0.0
-        mu = np.float64(mean[c])
-        for i in range(n):
-            for j in range(m):
-                gi = np.float64(g[i, c, j])
-                s += gi
-                d += gi * (np.float64(x[i, c, j]) - mu)
-        sum_g[c] = s
-        dotp[c] = d
+    for c in prange(x.shape[1]):
+        sum_g[c], dotp[c] = _channel_grad_sums_cpu(g, x, mean, c)
 
 
 def grad_sums_cpu(g, x, mean):
@@ -179,18 +185,8 @@ def channel_stats_cuda(x):
 @cuda.jit
 def _grad_sums_cuda_kernel(g, x, mean, sum_g, dotp):
     c = cuda.grid(1)
-    n, channels, m = x.shape
-    if c < channels:
-        s = 0.0
-        d = 0.0
-        mu = float(mean[c])
-        for i in range(n):
-            for j in range(m):
-                gi = float(g[i, c, j])
-                s += gi
-                d += gi * (float(x[i, c, j]) - mu)
-        sum_g[c] = s
-        dotp[c] = d
+    if c < x.shape[1]:
+        sum_g[c], dotp[c] = _channel_grad_sums_cuda(g, x, mean, c)
 
 
 def grad_sums_cuda(g, x, mean):
@@ -253,22 +249,14 @@ def _inv_std(var, eps):
         return np.where(total > 0, 1.0 / np.sqrt(np.maximum(total, 0.0)), 0.0)
 
 
-def _store(dst, values):
-    """Write ``values`` into the running buffer ``dst`` in place (a host array or a device array)."""
-    if is_device_array(dst):
-        dst.copy_to_device(np.ascontiguousarray(values, dtype=dst.dtype))
-    else:
-        np.copyto(dst, values, casting="unsafe")
-
-
 def _update_running_stats(running_mean, running_var, mean, m2, count, momentum):
     # torch (batch_norm_cpu_update_stats_template): new = momentum * batch + (1 - momentum) * old, in double
     if running_mean is not None:
         old = np.asarray(to_host(running_mean), dtype=np.float64)
-        _store(running_mean, momentum * mean + (1.0 - momentum) * old)
+        copy_into(running_mean, momentum * mean + (1.0 - momentum) * old)
     if running_var is not None:
         old = np.asarray(to_host(running_var), dtype=np.float64)
-        _store(running_var, momentum * (m2 / (count - 1)) + (1.0 - momentum) * old)  # unbiased
+        copy_into(running_var, momentum * (m2 / (count - 1)) + (1.0 - momentum) * old)  # unbiased
 
 
 def batch_norm_forward(input, weight, bias, running_mean, running_var, training=False, momentum=0.1, eps=1e-5,
@@ -309,14 +297,9 @@ def batch_norm_forward(input, weight, bias, running_mean, running_var, training=
     scale = (weight.astype(x.dtype) * save_invstd).astype(x.dtype)
     shift = (bias.astype(x.dtype) - save_mean * scale).astype(x.dtype)
     if n == 0:
-        return like_input(_empty(x), x), save_mean, save_invstd
+        return zeros_like(x), save_mean, save_invstd  # N = 0: an empty output where x lives
     out = _AFFINE[name](x, scale, shift)
     return out, save_mean, save_invstd
-
-
-def _empty(x):
-    out = np.empty(tuple(int(s) for s in x.shape), dtype=x.dtype)
-    return to_device(out) if is_device_array(x) else out
 
 
 def batch_norm_backward(grad_out, input, weight, save_mean, save_invstd, training=False, backend=None):
@@ -339,7 +322,7 @@ def batch_norm_backward(grad_out, input, weight, save_mean, save_invstd, trainin
     invstd = _vector(save_invstd, "save_invstd", channels).astype(np.float64)
     if n == 0:
         zeros = np.zeros(channels, x.dtype)
-        return like_input(_empty(x), x), zeros, zeros.copy()
+        return zeros_like(x), zeros, zeros.copy()
     sum_g, dotp = _GRAD_SUMS[name](g, x, mean)
     grad_weight, grad_bias = (dotp * invstd).astype(x.dtype), sum_g.astype(x.dtype)
     if training:  # the batch statistics depend on x: two more terms (docs/autograd_and_layers.md)

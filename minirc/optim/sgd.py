@@ -31,7 +31,7 @@ from numba import cuda
 
 from minirc import _checks
 from minirc.autograd import Tensor
-from minirc.cuda_utils import blocks_for, is_device_array, to_device, to_host
+from minirc.cuda_utils import blocks_for, is_device_array, to_device, to_host, zeros_like
 
 DEFAULTS = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
 
@@ -136,14 +136,7 @@ class SGD:
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
             for p in group["params"]:
-                if set_to_none or p.grad is None:
-                    p.grad = None
-                elif is_device_array(p.grad):
-                    from minirc.cuda_array import zeros
-
-                    p.grad = zeros(tuple(p.grad.shape), p.grad.dtype)
-                else:
-                    p.grad = np.zeros_like(p.grad)
+                p.grad = None if set_to_none or p.grad is None else zeros_like(p.grad)
 
     def step(self) -> None:
         """One update of every parameter that has a gradient (the arrays change in place)."""
