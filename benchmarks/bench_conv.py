@@ -70,8 +70,10 @@ def gemm_rate(clock, n=2048, repeats=5):
 
 def minirc_step(backend):
     def step(x, w, g, stride, padding):
-        conv2d_forward(x, w, None, stride, padding, 1, backend=backend)
-        conv2d_backward(g, x, w, stride, padding, 1, need=(True, True, False), backend=backend)
+        # as minirc.nn.functional.conv2d trains: the forward's im2col matrices serve the weight grad
+        cols = []
+        conv2d_forward(x, w, None, stride, padding, 1, backend=backend, keep_cols=cols)
+        conv2d_backward(g, x, w, stride, padding, 1, need=(True, True, False), backend=backend, cols=cols)
     return step
 
 

