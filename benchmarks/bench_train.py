@@ -125,6 +125,14 @@ def _torch_model(cfg, num_classes):
             return RoIPool(size, 1.0 / 4)  # not multi-scale in torchvision; single level (cost comparable)
         return MultiScaleRoIAlign(["0", "1", "2", "3"], size, ratio)
 
+    def box_head():
+        d = cfg.box_head.representation_size
+        if cfg.box_head.norm == "none":
+            return TwoMLPHead(c * cfg.box_head.pool_size ** 2, d)
+        # minirc's norm="bn": BatchNorm after fc6 and fc7, before each ReLU
+        return nn.Sequential(nn.Flatten(1), nn.Linear(c * cfg.box_head.pool_size ** 2, d), nn.BatchNorm1d(d),
+                             nn.ReLU(), nn.Linear(d, d), nn.BatchNorm1d(d), nn.ReLU())
+
     r, h, mh, t = cfg.rpn, cfg.roi_heads, cfg.mask_head, cfg.transform
     return MaskRCNN(
         backbone, num_classes=None, min_size=t.min_size, max_size=t.max_size,
@@ -135,7 +143,7 @@ def _torch_model(cfg, num_classes):
         rpn_nms_thresh=r.nms_thresh, rpn_fg_iou_thresh=r.fg_iou_thresh, rpn_bg_iou_thresh=r.bg_iou_thresh,
         rpn_batch_size_per_image=r.batch_size_per_image, rpn_positive_fraction=r.positive_fraction,
         box_roi_pool=pooler(cfg.box_head.pool_size, cfg.box_head.sampling_ratio),
-        box_head=TwoMLPHead(c * cfg.box_head.pool_size ** 2, cfg.box_head.representation_size),
+        box_head=box_head(),
         box_predictor=FastRCNNPredictor(cfg.box_head.representation_size, num_classes),
         box_score_thresh=h.score_thresh, box_nms_thresh=h.nms_thresh, box_detections_per_img=h.detections_per_img,
         box_fg_iou_thresh=h.fg_iou_thresh, box_bg_iou_thresh=h.bg_iou_thresh,

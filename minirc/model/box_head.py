@@ -5,24 +5,53 @@ TwoMLPHead: RoI features (R, C, P, P) -> flatten (C-major: index ``c * P * P + y
 FastRCNNPredictor: ``cls_score`` -> (R, K) class logits and ``bbox_pred`` -> (R, 4K) class-specific
 box deltas laid out ``[k * 4 + (dx, dy, dw, dh)]`` (the RoI heads decode them with weights 10, 10, 5, 5).
 Both use the layers' default (PyTorch) initialisation, as torchvision does.
+
+``norm="bn"`` puts a trainable batch norm after fc6 and after fc7 (before each ReLU), statistics over
+the RoIs of the batch: an option for training the head from scratch, in the spirit of torchvision's
+``maskrcnn_resnet50_fpn_v2``, whose box head normalises every layer (there with BatchNorm2d after
+each of four convs). On the shapes demo it raised mask AP50 after 800 iterations from 0.47 to 0.55
+(docs/training.md). The default ``"none"`` is torchvision's TwoMLPHead, key for key.
 """
 from __future__ import annotations
 
-from minirc.nn import Linear, Module
+from minirc.nn import BatchNorm2d, Linear, Module
 from minirc.nn import functional as F
+
+BOX_HEAD_NORMS = ("none", "bn")
 
 
 class TwoMLPHead(Module):
-    """``head(x (R, C, P, P)) -> (R, representation_size)``; keys ``fc6.*``, ``fc7.*``."""
+    """``head(x (R, C, P, P)) -> (R, representation_size)``; keys ``fc6.*``, ``fc7.*`` (and ``bn6.*``,
+    ``bn7.*`` with ``norm="bn"``)."""
 
-    def __init__(self, in_features: int, representation_size: int):
+    def __init__(self, in_features: int, representation_size: int, norm: str = "none"):
         super().__init__()
+        if norm not in BOX_HEAD_NORMS:
+            raise ValueError(f"norm: expected one of {BOX_HEAD_NORMS}, got {norm!r}")
         self.fc6 = Linear(in_features, representation_size)
         self.fc7 = Linear(representation_size, representation_size)
+        if norm == "bn":
+            self.bn6 = BatchNorm2d(representation_size)
+            self.bn7 = BatchNorm2d(representation_size)
+        self.norm = norm
 
     def forward(self, x):
         x = x.flatten(start_dim=1)  # (R, C, P, P) -> (R, C*P*P)
-        return F.relu(self.fc7(F.relu(self.fc6(x))))
+        x = F.relu(self._normed(self.fc6(x), "bn6"))
+        return F.relu(self._normed(self.fc7(x), "bn7"))
+
+    def _normed(self, x, name):
+        if self.norm == "none":
+            return x
+        r, d = x.shape
+        bn, batch_stats = getattr(self, name), self.training and r > 1
+        # batch statistics need two RoIs at least: a batch of one (or none) is normalised with the
+        # running statistics, as in eval mode, and leaves them unchanged
+        bn.training = batch_stats
+        try:
+            return bn(x.reshape(r, d, 1, 1)).reshape(r, d)  # (R, D) as R samples of D channels
+        finally:
+            bn.training = self.training
 
 
 class FastRCNNPredictor(Module):

@@ -146,6 +146,13 @@ class BoxHeadConfig:
     pool_size: int = 7  # RoI features are (C, pool_size, pool_size)
     sampling_ratio: int = 2  # RoIAlign samples per bin side (0 or -1: adaptive ceil(roi/bin))
     representation_size: int = 1024  # width of fc6 and fc7
+    norm: str = "none"  # "none": torchvision's TwoMLPHead; "bn": BatchNorm after fc6 and fc7 (training from scratch)
+
+    def __post_init__(self):
+        from minirc.model.box_head import BOX_HEAD_NORMS
+
+        if self.norm not in BOX_HEAD_NORMS:
+            _fail(type(self), "norm", f"one of {BOX_HEAD_NORMS}", self.norm)
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ class RoIHeads(Module):
         rh, bh, mh, k = config.roi_heads, config.box_head, config.mask_head, config.num_classes
         ch = config.fpn.out_channels
         self.box_roi_pool = _pooler(bh.pool_size, bh.sampling_ratio, rh)
-        self.box_head = TwoMLPHead(ch * bh.pool_size ** 2, bh.representation_size)
+        self.box_head = TwoMLPHead(ch * bh.pool_size ** 2, bh.representation_size, bh.norm)
         self.box_predictor = FastRCNNPredictor(bh.representation_size, k)
         self.mask_roi_pool = _pooler(mh.pool_size, mh.sampling_ratio, rh)
         self.mask_head = MaskRCNNHeads(ch, mh.layers, mh.dilation)
