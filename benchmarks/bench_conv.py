@@ -15,8 +15,10 @@ Two clocks:
 
 * default: wall time with ``--threads`` (2) threads for Numba and torch; NumPy's BLAS uses its own
   pool (one thread per core). On a machine shared with other jobs this is noisy;
-* ``--cpu-time``: the CPU time of the calling thread with everything on that one thread (Numba,
-  OpenBLAS and torch), which stays stable on a busy machine: work is compared, not scheduling.
+* ``--cpu-time``: the CPU time of the whole process with one thread for Numba, OpenBLAS and torch,
+  which stays stable on a busy machine: work is compared, not scheduling. (Until 2026-11-22 this
+  mode read the calling thread's clock, which misses Numba's ``prange`` kernels -- they run on a
+  worker thread even when only one is allowed -- and so under-counted minirc's im2col/col2im.)
 
 GFLOP/s counts 3 x 2*N*O*Ho*Wo*C*kh*kw (the forward, dx and dw are each one such product) and is
 compared with the float32 rate of np.dot on 2048 x 2048 matrices, measured with the same clock.
@@ -113,11 +115,11 @@ def main():
     parser.add_argument("--quick", action="store_true", help="three shapes, three repeats")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=THREADS, help="Numba and torch threads (wall-time mode)")
-    parser.add_argument("--cpu-time", action="store_true", help="one thread, CPU time of that thread")
+    parser.add_argument("--cpu-time", action="store_true", help="one thread each, CPU time of the process")
     parser.add_argument("--no-numpy", action="store_true", help="skip the (slow) NumPy reference")
     args = parser.parse_args()
     threads = 1 if args.cpu_time else args.threads
-    clock = time.thread_time if args.cpu_time else time.perf_counter
+    clock = time.process_time if args.cpu_time else time.perf_counter
     numba.set_num_threads(threads)
     shapes = [SHAPES[i] for i in QUICK] if args.quick else SHAPES
     repeats = 3 if args.quick else args.repeats
@@ -131,7 +133,7 @@ def main():
     else:
         print("torch not importable: its column is skipped")
     peak = gemm_rate(clock)
-    print(f"clock: {'CPU time of one thread' if args.cpu_time else 'wall time'}; Numba and torch threads: "
+    print(f"clock: {'CPU time of the process' if args.cpu_time else 'wall time'}; Numba and torch threads: "
           f"{threads}; float32 GEMM rate (np.dot, 2048^3): {peak:.1f} GFLOP/s")
     header = f"{'shape (fwd+bwd)':22s} {'cpu ms':>8s}"
     header += f" {'numpy ms':>9s} {'numpy/cpu':>9s}" if "numpy" in impls else ""

@@ -170,16 +170,20 @@ print("im2col vs loops, max |difference|:", np.abs(y_numpy - y_loops).max())
 # %% [markdown]
 # ## Rung 3: Numba on the CPU
 #
-# The `"cpu"` backend keeps the same plan with two changes. im2col is a Numba kernel that runs in
-# parallel, each thread filling whole rows of `cols` (no two threads touch the same memory), and
-# the work is cut into blocks of about 4096 output columns so `cols` stays small even for large
-# images. The products go to BLAS (`np.dot`, multithreaded); a 1x1 stride-1 convolution skips
-# im2col altogether, since its `cols` is the input itself.
+# The `"cpu"` backend keeps the same plan with a few changes. im2col writes the input's zero padding
+# out once, and then `cols` is a *strided view* of it -- six strides, no index arithmetic -- that
+# NumPy copies into a contiguous matrix: measured 1.5-5x faster than the two Numba kernels we wrote
+# for it (one slice per output row; plain loops), which `docs/conv.md` keeps as a lesson. The
+# work is cut into blocks of about 4096 output columns so `cols` stays small even for large
+# images. The products go to BLAS (`np.dot`); a 1x1 stride-1 convolution skips im2col altogether,
+# since its `cols` is the input itself. In training, the forward's `cols` are kept for the weight
+# gradient, and the input gradient of a stride-1 conv is itself a convolution (see the backward
+# section below).
 
 # %%
 from minirc.ops import conv2d as conv_module  # noqa: E402
 
-print(inspect.getsource(conv_module._im2col_cpu_kernel))
+print(inspect.getsource(conv_module._cols_cpu))
 y_cpu = conv2d_forward(x, w, None, 1, 1, 1, backend="cpu")
 times["Numba + BLAS (cpu)"] = best_time(lambda: conv2d_forward(x, w, None, 1, 1, 1, backend="cpu"))
 print("cpu vs NumPy reference, max |difference|:", np.abs(y_cpu - reference).max())
@@ -221,9 +225,10 @@ for k in names[1:]:
 # What to see: the loops are one to two orders of magnitude slower than either matrix-product
 # version (the printed ratios), and all rungs agree with the reference to float32 rounding. The
 # NumPy and Numba versions are close on a layer this small: both spend their time in the same BLAS
-# product, and fixed costs (waking worker threads) weigh as much as the work. The Numba kernels pay
-# off on large layers, where im2col runs in parallel and in bounded memory; `benchmarks/bench_conv.py` compares the cpu backend with PyTorch
-# on ResNet-sized layers (numbers in `docs/conv.md`).
+# product, and fixed costs weigh as much as the work. The cpu backend pays off on larger layers and
+# in training (bounded memory per block, `cols` reused by the weight gradient, the stride-1 input
+# gradient as a convolution); `benchmarks/bench_conv.py` compares it with PyTorch on ResNet-sized
+# layers (numbers in `docs/conv.md`).
 #
 # ## The backward pass
 #
@@ -256,6 +261,20 @@ for i in range(3):
         seen = xp[:, :, i: i + s * (g.shape[2] - 1) + 1: s, j: j + s * (g.shape[3] - 1) + 1: s]
         dw_loops[:, :, i, j] = np.einsum("nohw,nchw->oc", g, seen)  # correlate g with what tap (i, j) saw
 print("dw == correlation of x and g:", np.allclose(dw, dw_loops))
+
+# %% [markdown]
+# For a **stride-1** convolution the transposed convolution is itself an ordinary convolution:
+# $dx[c,h,w] = \sum_{o,i,j} g[o, h + p - i d, w + p - j d]\, w[o,c,i,j]$ is the correlation of `g`
+# with the kernel flipped in both spatial axes and its two channel axes swapped, padded by
+# $d(k-1) - p$. The `"cpu"` backend computes `dx` that way (im2col of `g` and one product whose inner
+# size is $O k_h k_w$, instead of a product with inner size $O$ followed by col2im's scatter):
+
+# %%
+g1 = rng.standard_normal(conv2d_forward(xs, ws, None, 1, p, backend="numpy").shape)
+dx1 = conv2d_backward(g1, xs, ws, 1, p, need=(True, False, False), backend="numpy")[0]
+w_flipped = ws.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]  # (C, O, kh, kw), rotated 180 degrees
+print("stride 1: dx == conv2d(g, flipped w, padding k-1-p):",
+      np.allclose(dx1, conv2d_forward(g1, np.ascontiguousarray(w_flipped), None, 1, 3 - 1 - p, backend="numpy")))
 
 # %% [markdown]
 # ### Transposed convolution's uneven coverage

@@ -59,7 +59,7 @@ plt.rcParams["figure.dpi"] = 80
 # and the held-out images from the data settings the demo saved next to it (a different seed from
 # the training images). Without it, the cell below trains a model from random weights with the
 # demo's own `build` and `Trainer`; **that model is barely trained** (seconds to minutes instead of
-# the demo's 7 minutes), so expect low scores, loose boxes and blobby masks. The mechanics shown
+# the demo's 8 minutes), so expect low scores, loose boxes and blobby masks. The mechanics shown
 # are the same.
 
 # %%

@@ -284,7 +284,8 @@ def shapes_demo(num_classes: int = 4) -> MaskRCNNConfig:
     """A starting point for training on the synthetic shapes on a CPU (128 px images).
 
     BasicBlocks 16-32-64-128 (two per stage, a slim ResNet-18), FPN 64, few proposals, 14 -> 28 masks.
-    Trainable BatchNorm2d, as torchvision builds a ResNet without pretrained weights.
+    Trainable BatchNorm2d, as torchvision builds a ResNet without pretrained weights, and in the box
+    head after fc6 and fc7 (``box_head.norm="bn"``).
     """
     return MaskRCNNConfig(
         num_classes=num_classes,
@@ -298,7 +299,8 @@ def shapes_demo(num_classes: int = 4) -> MaskRCNNConfig:
         # canonical_scale 224 / 4: objects of 20-56 px spread over P2-P4 instead of all landing on P2
         roi_heads=RoIHeadsConfig(pooler_type="roi_align_aligned", canonical_scale=56.0, batch_size_per_image=128,
                                  detections_per_img=50),
-        box_head=BoxHeadConfig(pool_size=7, representation_size=256),
+        # BatchNorm after fc6/fc7: mask AP50 0.47 -> 0.55 after 800 iterations from scratch (docs/training.md)
+        box_head=BoxHeadConfig(pool_size=7, representation_size=256, norm="bn"),
         mask_head=MaskHeadConfig(pool_size=14, layers=(32, 32), dim_reduced=32),
     )
 
