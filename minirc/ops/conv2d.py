@@ -183,7 +183,7 @@ def _cpu_blocks(n, ho, wo, geom):
 
 
 def _forward_cpu(x, w, geom, keep=None):
-    (n, c, h, wd), o = x.shape, w.shape[0]
+    (n, _, h, wd), o = x.shape, w.shape[0]
     ho, wo = geom.out_size(h, wd)
     w2 = w.reshape(o, -1)
     y = np.empty((n, o, ho * wo), dtype=x.dtype)
@@ -296,7 +296,7 @@ def _dev_matrix(a, rows):
 
 
 def _forward_cuda(x, w, geom, keep=None):  # keep: ignored, the device reuses one image's cols
-    (n, c, h, wd), o = x.shape, w.shape[0]
+    (n, _, h, wd), o = x.shape, w.shape[0]
     ho, wo = geom.out_size(h, wd)
     w2 = _dev_matrix(w, o)
     y = cuda.device_array((n, o, ho * wo), dtype=x.dtype)
