@@ -296,7 +296,7 @@ def _dev_matrix(a, rows):
 
 
 def _forward_cuda(x, w, geom, keep=None):  # keep: ignored, the device reuses one image's cols
-    (n, _, h, wd), o = x.shape, w.shape[0]
+    (n, c, h, wd), o = x.shape, w.shape[0]
     ho, wo = geom.out_size(h, wd)
     w2 = _dev_matrix(w, o)
     y = cuda.device_array((n, o, ho * wo), dtype=x.dtype)
