@@ -187,6 +187,12 @@ def _forward_chunk_cpu(feat_t, batch, grid, count, offsets, lo, hi, pos, wts, ou
                 res[c, b] = acc[c] / count[k]
 
 
+@njit(cache=True, inline="always")
+def _share(v, count, inv, exact):
+    """v / count, as torchvision divides; by the exact reciprocal when count is a power of two."""
+    return v * inv if exact else v / count
+
+
 @njit(cache=True, parallel=True)
 def _backward_chunk_cpu(gout2, batch, C, grid, offsets, lo, hi, pos, wts, ok, gin2):
     """Add the rois lo..hi-1 into gin2 (N*C, H*W): one plane per thread, rois in order."""
@@ -201,28 +207,16 @@ def _backward_chunk_cpu(gout2, batch, C, grid, offsets, lo, hi, pos, wts, ok, gi
             count = gout2.dtype.type(g)  # the backward divides by grid_h * grid_w, no max(., 1)
             go = gout2[k * C + c]
             s = offsets[k] - offsets[lo]
-            if g > 0 and g & (g - 1) == 0:
-                # a power of two (sampling_ratio 2: 4 samples): x / count and x * (1 / count) are
-                # the same float, the reciprocal being exact; the multiply is several times cheaper
-                inv = gout2.dtype.type(1) / count
-                for bin_ in range(P):
-                    gb = go[bin_]
-                    for _ in range(g):
-                        if ok[s]:
-                            row[pos[s, 0]] += gb * wts[s, 0] * inv
-                            row[pos[s, 1]] += gb * wts[s, 1] * inv
-                            row[pos[s, 2]] += gb * wts[s, 2] * inv
-                            row[pos[s, 3]] += gb * wts[s, 3] * inv
-                        s += 1
-                continue
+            # a power of two (sampling_ratio 2: 4 samples): x / count and x * (1 / count) are the
+            # same float, the reciprocal being exact, and the multiply is several times cheaper
+            exact = g > 0 and g & (g - 1) == 0
+            inv = gout2.dtype.type(1) / count if exact else count
             for bin_ in range(P):
                 gb = go[bin_]
                 for _ in range(g):
                     if ok[s]:
-                        row[pos[s, 0]] += gb * wts[s, 0] / count
-                        row[pos[s, 1]] += gb * wts[s, 1] / count
-                        row[pos[s, 2]] += gb * wts[s, 2] / count
-                        row[pos[s, 3]] += gb * wts[s, 3] / count
+                        for t in range(4):
+                            row[pos[s, t]] += _share(gb * wts[s, t], count, inv, exact)
                     s += 1
 
 
