@@ -3,7 +3,8 @@
 Runs two workloads in fresh subprocesses (thread settings are read at import) and prints each
 setting's time relative to minirc's defaults, all from one run: conv2d forward+backward alone on
 small model-like shapes, and a whole training step of the ``shapes_demo`` model (2 images), where
-BLAS threads compete with Numba's threads between calls.
+BLAS threads compete with Numba's threads between calls. "split GEMMs" is minirc.ops.split_gemm:
+large products cut into bands over our own sleeping threads, each band single-threaded BLAS.
 
     .venv/bin/python benchmarks/bench_threads.py
 """
@@ -12,12 +13,16 @@ import os
 import subprocess
 import sys
 
+DEFAULT = "minirc default (workqueue, 1 BLAS thread, split GEMMs)"
 SETTINGS = {
-    "minirc default (workqueue, 1 BLAS thread)": {},
+    DEFAULT: {},
+    "workqueue, 1 BLAS thread, GEMMs whole": {"MINIRC_GEMM_THREADS": "1"},
     "OpenMP layer, 1 BLAS thread": {"NUMBA_THREADING_LAYER": "omp"},
     "workqueue, 2 BLAS threads": {"MINIRC_BLAS_THREADS": "2"},
     "OpenMP layer, 2 BLAS threads": {"NUMBA_THREADING_LAYER": "omp", "MINIRC_BLAS_THREADS": "2"},
 }
+
+VARIABLES = ("NUMBA_THREADING_LAYER", "MINIRC_BLAS_THREADS", "MINIRC_GEMM_THREADS")
 
 WORK = r"""
 import json, time, numpy as np, minirc
@@ -58,11 +63,11 @@ print(json.dumps([median_time(run), median_time(step)]))
 def main():
     results = {}
     for name, env in SETTINGS.items():
-        full = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "MINIRC_BLAS_THREADS")}
+        full = {k: v for k, v in os.environ.items() if k not in VARIABLES}
         full.update(env)
         out = subprocess.run([sys.executable, "-c", WORK], env=full, capture_output=True, text=True, check=True)
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-    base = results["minirc default (workqueue, 1 BLAS thread)"]
+    base = results[DEFAULT]
     print(f"{'setting':45s} {'conv ms':>9s} {'x default':>10s} {'step ms':>9s} {'x default':>10s}")
     for name, (conv, step) in results.items():
         print(f"{name:45s} {conv * 1e3:9.2f} {conv / base[0]:10.2f} {step * 1e3:9.1f} {step / base[1]:10.2f}")

@@ -37,7 +37,7 @@ def _batch(cfg_name: str, batch_size: int):
     from minirc.data import ShapesDataset
 
     d = demo_config(cfg_name)
-    ds = ShapesDataset(batch_size, image_size=d.image_size, classes=d.classes, max_objects=d.max_objects,
+    ds = ShapesDataset(batch_size, image_size=d.image_size, classes=d.classes, max_objects=d.train_max_objects,
                        seed=0, empty_fraction=0.0)
     items = [ds[i] for i in range(batch_size)]
     return d, ds.num_classes, [im for im, _ in items], [t for _, t in items]

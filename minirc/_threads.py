@@ -7,7 +7,10 @@ conv ran 10x faster with one BLAS thread (docs/performance.md, ``benchmarks/benc
 
 * ``NUMBA_THREADING_LAYER`` defaults to ``workqueue`` (lowest cost per launch for our many small
   kernels: 3x faster per training step than OpenMP when cores are shared);
-* BLAS is limited to ``MINIRC_BLAS_THREADS`` threads (default 1) through ``threadpoolctl``.
+* BLAS is limited to ``MINIRC_BLAS_THREADS`` threads (default 1) through ``threadpoolctl``;
+  large products still use the other cores: :mod:`minirc.ops.split_gemm` cuts them into bands,
+  one single-threaded BLAS call per band on our own (sleeping, not spinning) threads,
+  ``MINIRC_GEMM_THREADS`` of them.
 
 Set either environment variable yourself to choose differently.
 """

@@ -123,6 +123,7 @@ def _resume(args):
     d = dict(extra["demo"])
     d["classes"] = tuple(d["classes"])
     d["train"] = TrainConfig.from_dict(d["train"])
+    d.setdefault("train_max_objects", d.get("max_objects", 4))  # older checkpoints trained on their max_objects
     cfg = DemoConfig(**d)
     if args.iters is not None and args.iters != extra["iters"]:
         raise ValueError(f"--iters: a resumed run keeps its length ({extra['iters']} iterations: the LR "

@@ -97,3 +97,14 @@ def test_clear_errors(tmp_path, capsys):
         main(["demo", "--config", "huge"])
     with pytest.raises(SystemExit):
         main([])
+
+
+def test_demo_draws_training_and_held_out_images_with_their_own_object_counts():
+    import dataclasses
+
+    from minirc.train.demo import TEST_SEED_OFFSET, build, demo_config
+
+    cfg = dataclasses.replace(demo_config("shapes_demo"), train_max_objects=12)
+    _, train, test = build(cfg, seed=3)
+    assert (train.max_objects, train.seed) == (12, 3)
+    assert (test.max_objects, test.seed) == (cfg.max_objects, 3 + TEST_SEED_OFFSET)

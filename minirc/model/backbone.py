@@ -150,7 +150,7 @@ class BackboneWithFPN(Module):
 
         self.body = ResNet(backbone_config)
         self.fpn = FeaturePyramidNetwork(self.body.out_channels, fpn_config.out_channels,
-                                         extra_pool=fpn_config.extra_pool)
+                                         extra_pool=fpn_config.extra_pool, norm=fpn_config.norm)
         self.out_channels = fpn_config.out_channels
 
     def forward(self, x):

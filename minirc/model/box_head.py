@@ -14,10 +14,9 @@ each of four convs). On the shapes demo it raised mask AP50 after 800 iterations
 """
 from __future__ import annotations
 
-from minirc.nn import BatchNorm2d, Linear, Module
+from minirc.model.head_norm import RoIBatchNorm2d, check_norm
+from minirc.nn import Linear, Module
 from minirc.nn import functional as F
-
-BOX_HEAD_NORMS = ("none", "bn")
 
 
 class TwoMLPHead(Module):
@@ -26,13 +25,12 @@ class TwoMLPHead(Module):
 
     def __init__(self, in_features: int, representation_size: int, norm: str = "none"):
         super().__init__()
-        if norm not in BOX_HEAD_NORMS:
-            raise ValueError(f"norm: expected one of {BOX_HEAD_NORMS}, got {norm!r}")
+        check_norm(norm)
         self.fc6 = Linear(in_features, representation_size)
         self.fc7 = Linear(representation_size, representation_size)
         if norm == "bn":
-            self.bn6 = BatchNorm2d(representation_size)
-            self.bn7 = BatchNorm2d(representation_size)
+            self.bn6 = RoIBatchNorm2d(representation_size)
+            self.bn7 = RoIBatchNorm2d(representation_size)
         self.norm = norm
 
     def forward(self, x):
@@ -43,15 +41,8 @@ class TwoMLPHead(Module):
     def _normed(self, x, name):
         if self.norm == "none":
             return x
-        r, d = x.shape
-        bn, batch_stats = getattr(self, name), self.training and r > 1
-        # batch statistics need two RoIs at least: a batch of one (or none) is normalised with the
-        # running statistics, as in eval mode, and leaves them unchanged
-        bn.training = batch_stats
-        try:
-            return bn(x.reshape(r, d, 1, 1)).reshape(r, d)  # (R, D) as R samples of D channels
-        finally:
-            bn.training = self.training
+        r, d = x.shape  # (R, D) as R samples of D channels; fewer than 2 RoIs: running statistics
+        return getattr(self, name)(x.reshape(r, d, 1, 1)).reshape(r, d)
 
 
 class FastRCNNPredictor(Module):

@@ -27,6 +27,13 @@ def _fail(cls, name, expected, got):
     raise ValueError(f"{cls.__name__}.{name}: expected {expected}, got {got!r}")
 
 
+def _check_norm(config):
+    from minirc.model.head_norm import NORMS
+
+    if config.norm not in NORMS:
+        _fail(type(config), "norm", f"one of {NORMS}", config.norm)
+
+
 @dataclass(frozen=True)
 class TransformConfig:
     """GeneralizedRCNNTransform: normalise, resize, pad (spec section 11)."""
@@ -86,6 +93,10 @@ class FPNConfig:
     """Feature pyramid on C2..C5 (spec section 10)."""
     out_channels: int = 256  # channels of every pyramid level P2..P6 (and of the RPN and RoI heads' inputs)
     extra_pool: bool = True  # add P6 = max_pool2d(P5, kernel 1, stride 2) ("pool"), used by the RPN only
+    norm: str = "none"  # "none": torchvision's FPN; "bn": BatchNorm after every conv (the v2 models, from scratch)
+
+    def __post_init__(self):
+        _check_norm(self)
 
 
 @dataclass(frozen=True)
@@ -149,10 +160,7 @@ class BoxHeadConfig:
     norm: str = "none"  # "none": torchvision's TwoMLPHead; "bn": BatchNorm after fc6 and fc7 (training from scratch)
 
     def __post_init__(self):
-        from minirc.model.box_head import BOX_HEAD_NORMS
-
-        if self.norm not in BOX_HEAD_NORMS:
-            _fail(type(self), "norm", f"one of {BOX_HEAD_NORMS}", self.norm)
+        _check_norm(self)
 
 
 @dataclass(frozen=True)
@@ -163,6 +171,7 @@ class MaskHeadConfig:
     layers: tuple = (256, 256, 256, 256)  # output channels of each 3x3 conv + ReLU of the mask head
     dilation: int = 1  # dilation (= padding) of those convs
     dim_reduced: int = 256  # channels of the 2x2 stride-2 transposed conv (conv5_mask)
+    norm: str = "none"  # "none": torchvision's MaskRCNNHeads; "bn": BatchNorm after each 3x3 conv (the v2 models)
     # "sigmoid": per-pixel BCE on the gt class's channel only (the paper); "softmax": per-pixel softmax over classes
     loss: str = "sigmoid"
 
@@ -171,6 +180,7 @@ class MaskHeadConfig:
             _fail(type(self), "loss", f"one of {MASK_LOSSES}", self.loss)
         if not self.layers:
             _fail(type(self), "layers", "at least one conv width", self.layers)
+        _check_norm(self)
 
     @property
     def resolution(self) -> int:

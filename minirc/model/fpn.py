@@ -3,7 +3,8 @@
 From the coarsest level down: ``last = inner[3](C5)``, ``P5 = layer[3](last)``; then for i = 2, 1, 0:
 ``last = inner[i](C_i) + nearest_upsample(last, to the lateral's exact size)``, ``P_i = layer[i](last)``.
 ``inner_blocks`` are 1x1 convs (the laterals), ``layer_blocks`` 3x3 convs (anti-aliasing the sum);
-both with bias, no norm, no activation. :class:`LastLevelMaxPool` adds P6 = P5[:, :, ::2, ::2]
+both with bias, no norm, no activation (``norm="bn"``: no bias, a batch norm after each conv, as
+torchvision's ``*_v2`` models; keys ``{i}.1.*``, see :mod:`minirc.model.head_norm`). :class:`LastLevelMaxPool` adds P6 = P5[:, :, ::2, ::2]
 (max-pool kernel 1, stride 2), which only the RPN uses (large anchors).
 
 Keys ``inner_blocks.{i}.0.{weight,bias}`` and ``layer_blocks.{i}.0.{weight,bias}`` (torchvision
@@ -12,7 +13,8 @@ wraps each conv in a one-element Sequential; old checkpoints lack the ``.0``, se
 """
 from __future__ import annotations
 
-from minirc.nn import Conv2d, Module, ModuleList, Sequential
+from minirc.model.head_norm import conv_norm
+from minirc.nn import Module, ModuleList, Sequential
 from minirc.nn import functional as F
 from minirc.nn import init
 
@@ -30,15 +32,17 @@ class FeaturePyramidNetwork(Module):
     in_channels_list: channels of C2..C5 (256, 512, 1024, 2048 for ResNet-50).
     """
 
-    def __init__(self, in_channels_list, out_channels: int, extra_pool: bool = True):
+    def __init__(self, in_channels_list, out_channels: int, extra_pool: bool = True, norm: str = "none"):
         super().__init__()
-        self.inner_blocks = ModuleList([Sequential(Conv2d(c, out_channels, 1)) for c in in_channels_list])
-        self.layer_blocks = ModuleList([Sequential(Conv2d(out_channels, out_channels, 3, padding=1))
+        self.inner_blocks = ModuleList([Sequential(*conv_norm(c, out_channels, 1, norm=norm))
+                                        for c in in_channels_list])
+        self.layer_blocks = ModuleList([Sequential(*conv_norm(out_channels, out_channels, 3, padding=1, norm=norm))
                                         for _ in in_channels_list])
         for blocks in (self.inner_blocks, self.layer_blocks):
             for block in blocks:
                 init.kaiming_uniform_(block[0].weight, a=1)  # torchvision's FPN init
-                init.constant_(block[0].bias, 0.0)
+                if block[0].bias is not None:
+                    init.constant_(block[0].bias, 0.0)
         self.extra_blocks = LastLevelMaxPool() if extra_pool else None
 
     def forward(self, features: list) -> list:

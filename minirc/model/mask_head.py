@@ -3,7 +3,8 @@
 Shape shorthand: R RoIs (positive proposals in training, detections at inference), C channels,
 K classes (0 = background), P pooled size (14), S = 2P mask size (28).
 
-* :class:`MaskRCNNHeads`: four (3x3 conv + ReLU) at P x P; keys ``{i}.0.{weight,bias}``.
+* :class:`MaskRCNNHeads`: four (3x3 conv + ReLU) at P x P; keys ``{i}.0.{weight,bias}`` (``norm="bn"``:
+  conv without bias, batch norm ``{i}.1.*``, ReLU, as torchvision's ``*_v2``; :mod:`minirc.model.head_norm`).
 * :class:`MaskRCNNPredictor`: ``conv5_mask`` (2x2 stride-2 transposed conv, P -> S) + ReLU, then
   ``mask_fcn_logits`` (1x1 conv to K channels): one S x S mask logit map **per class**.
 * :func:`project_masks_on_boxes`: the target of a positive RoI is its matched gt mask cropped and
@@ -19,23 +20,26 @@ from __future__ import annotations
 import numpy as np
 
 from minirc.cuda_utils import array_module
-from minirc.nn import Conv2d, ConvTranspose2d, Module, ReLU, Sequential
+from minirc.model.head_norm import conv_norm
+from minirc.nn import Conv2d, ConvTranspose2d, Module, Sequential
 from minirc.nn import functional as F
 from minirc.nn import init
 
 
 class MaskRCNNHeads(Sequential):
-    """``heads(x (R, C, P, P)) -> (R, layers[-1], P, P)``: 3x3 convs (padding = dilation) + ReLU."""
+    """``heads(x (R, C, P, P)) -> (R, layers[-1], P, P)``: 3x3 convs (padding = dilation) (+ BN) + ReLU."""
 
-    def __init__(self, in_channels: int, layers, dilation: int = 1):
+    def __init__(self, in_channels: int, layers, dilation: int = 1, norm: str = "none"):
         blocks = []
         for width in layers:
-            blocks.append(Sequential(Conv2d(in_channels, width, 3, padding=dilation, dilation=dilation), ReLU()))
+            blocks.append(Sequential(*conv_norm(in_channels, width, 3, padding=dilation, dilation=dilation,
+                                                norm=norm, relu=True)))
             in_channels = width
         super().__init__(*blocks)
         for block in blocks:  # torchvision: kaiming normal (fan_out, relu), zero bias
             init.kaiming_normal_(block[0].weight, mode="fan_out", nonlinearity="relu")
-            init.constant_(block[0].bias, 0.0)
+            if block[0].bias is not None:
+                init.constant_(block[0].bias, 0.0)
 
 
 class MaskRCNNPredictor(Module):

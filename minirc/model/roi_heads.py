@@ -135,7 +135,7 @@ class RoIHeads(Module):
         self.box_head = TwoMLPHead(ch * bh.pool_size ** 2, bh.representation_size, bh.norm)
         self.box_predictor = FastRCNNPredictor(bh.representation_size, k)
         self.mask_roi_pool = _pooler(mh.pool_size, mh.sampling_ratio, rh)
-        self.mask_head = MaskRCNNHeads(ch, mh.layers, mh.dilation)
+        self.mask_head = MaskRCNNHeads(ch, mh.layers, mh.dilation, mh.norm)
         self.mask_predictor = MaskRCNNPredictor(mh.layers[-1], mh.dim_reduced, k)
         self.proposal_matcher = Matcher(rh.fg_iou_thresh, rh.bg_iou_thresh, allow_low_quality_matches=False)
         self.fg_bg_sampler = BalancedPositiveNegativeSampler(rh.batch_size_per_image, rh.positive_fraction)

@@ -32,6 +32,7 @@ from minirc.cuda_utils import blocks_for, device_zeros, like_input, to_device
 # Geometry is re-exported: im2col_numpy takes one, and notebook 01 imports both from this module
 from minirc.ops._conv_args import Geometry, check_conv_inputs, check_grad_out, geometry, output_size  # noqa: F401
 from minirc.ops.matmul import gemm_cuda_device
+from minirc.ops.split_gemm import split_dot
 
 
 # ---- NumPy reference: the spec -------------------------------------------------------------------
@@ -196,11 +197,11 @@ def _forward_cpu(x, w, geom, keep=None):
         if keep is not None:
             keep.append(cols)
         if n1 - n0 == 1 and (r0, r1) == (0, ho):
-            np.dot(w2, cols, out=y[n0])                      # straight into the output, no copy
+            split_dot(w2, cols, out=y[n0])                      # straight into the output, no copy
         elif n1 - n0 == 1:
-            y[n0][:, r0 * wo: r1 * wo] = np.dot(w2, cols)
+            y[n0][:, r0 * wo: r1 * wo] = split_dot(w2, cols)
         else:
-            y[n0:n1] = np.dot(w2, cols).reshape(o, n1 - n0, -1).transpose(1, 0, 2)
+            y[n0:n1] = split_dot(w2, cols).reshape(o, n1 - n0, -1).transpose(1, 0, 2)
     return y.reshape(n, o, ho, wo)
 
 
@@ -229,11 +230,11 @@ def _input_grad_cpu(g, w, x_hw, geom):
     if geom.is_pointwise():
         dx = np.empty((n, c, *x_hw), dtype=g.dtype)
         for k in range(n):
-            np.dot(w2t, g3[k], out=dx[k].reshape(c, -1))
+            split_dot(w2t, g3[k], out=dx[k].reshape(c, -1))
         return dx
     dx = np.zeros((n, c, *x_hw), dtype=g.dtype)
     for blk in _blocks(n, ho, wo):
-        dcols = np.dot(w2t, _grad_block(g3, blk, wo))        # (CK, columns)
+        dcols = split_dot(w2t, _grad_block(g3, blk, wo))        # (CK, columns)
         _col2im_cpu_kernel(dcols, *blk, *geom, wo, dx)
     return dx
 
@@ -247,7 +248,7 @@ def _weight_grad_cpu(g, x, geom, cols=None):
         # dw^T += cols @ g^T: the same product as g @ cols^T, but OpenBLAS ran this orientation
         # (long rows of cols, few output channels) faster in our measurements (docs/conv.md)
         c = _cols_cpu(xp, blk, geom, wo) if not cols else cols[i]
-        dw_t += np.dot(c, _grad_block(g3, blk, wo).T)
+        dw_t += split_dot(c, _grad_block(g3, blk, wo).T)
     return np.ascontiguousarray(dw_t.T).reshape(o, x.shape[1], geom.kh, geom.kw)
 
 

@@ -7,7 +7,8 @@ so the backward passes of linear and conv never copy a transpose.
 Backends:
 
 * ``"numpy"`` -- the definition ``c[i, j] = sum_k a[i, k] b[k, j]``, spelled with ``np.einsum``;
-* ``"cpu"``   -- BLAS (``np.dot``: OpenBLAS/MKL, multithreaded); no Numba kernel beats it;
+* ``"cpu"``   -- BLAS (``np.dot``, one BLAS thread, large products split over our own threads:
+  :mod:`minirc.ops.split_gemm`); no Numba kernel beats it;
 * ``"cuda"``  -- a tiled shared-memory GEMM: one thread per output element, one block per
   ``TILE x TILE`` tile of C; the block walks along K one tile at a time, staging a tile of A and a
   tile of B in shared memory so each global element is read once per block instead of once per thread.
@@ -20,6 +21,7 @@ from numba import cuda
 from minirc import _checks
 from minirc.backend import get_backend
 from minirc.cuda_utils import is_device_array, like_input, to_device
+from minirc.ops.split_gemm import split_dot
 
 TILE = 16  # 16 x 16 = 256 threads per block; two 16x16 float32 tiles = 2 KiB of shared memory
 
@@ -40,7 +42,7 @@ def matmul_cpu(a, b, transpose_a=False, transpose_b=False, out=None):
     """``out=`` (C-contiguous, right shape and dtype) lets conv write straight into its output."""
     a = a.T if transpose_a else a  # a transposed *view*: BLAS reads it with its trans flag, no copy
     b = b.T if transpose_b else b
-    return np.dot(a, b, out=out)
+    return split_dot(a, b, out=out)
 
 
 # ---- CUDA: tiled shared-memory GEMM ----------------------------------------------------------
