@@ -4,8 +4,9 @@ From the coarsest level down: ``last = inner[3](C5)``, ``P5 = layer[3](last)``; 
 ``last = inner[i](C_i) + nearest_upsample(last, to the lateral's exact size)``, ``P_i = layer[i](last)``.
 ``inner_blocks`` are 1x1 convs (the laterals), ``layer_blocks`` 3x3 convs (anti-aliasing the sum);
 both with bias, no norm, no activation (``norm="bn"``: no bias, a batch norm after each conv, as
-torchvision's ``*_v2`` models; keys ``{i}.1.*``, see :mod:`minirc.model.head_norm`). :class:`LastLevelMaxPool` adds P6 = P5[:, :, ::2, ::2]
-(max-pool kernel 1, stride 2), which only the RPN uses (large anchors).
+torchvision's ``*_v2`` models; keys ``{i}.1.*``, see :mod:`minirc.model.head_norm`).
+:class:`LastLevelMaxPool` adds P6 = P5[:, :, ::2, ::2] (max-pool kernel 1, stride 2), which only the
+RPN uses (large anchors).
 
 Keys ``inner_blocks.{i}.0.{weight,bias}`` and ``layer_blocks.{i}.0.{weight,bias}`` (torchvision
 wraps each conv in a one-element Sequential; old checkpoints lack the ``.0``, see

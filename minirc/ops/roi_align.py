@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numbers
 
-import numpy as np
 import numba
+import numpy as np
 from numba import cuda, njit, prange
 
 from minirc.backend import get_backend
@@ -216,7 +216,7 @@ def _backward_chunk_cpu(gout_t, batch, grid, offsets, lo, hi, pos, wts, ok, gin_
                     if ok[s]:
                         for q in range(4):
                             # loops from 0 over slices: with range(c0, c1) Numba cannot prove the
-                            # index non-negative, keeps its wrap-around check and does not vectorise (8x slower)
+                            # index non-negative, keeps its wrap-around check and does not vectorise (7x slower)
                             row, w = plane[pos[s, q], c0:c1], wts[s, q]
                             if exact:
                                 for c in range(row.shape[0]):

@@ -25,7 +25,7 @@ THREADS_VAR = "MINIRC_GEMM_THREADS"
 MIN_SPLIT_WORK = 2 ** 22
 MAX_DEFAULT_THREADS = 4
 
-_pool = None
+_pool, _pool_workers = None, 0
 
 
 def gemm_threads() -> int:
@@ -44,9 +44,12 @@ def gemm_threads() -> int:
 
 
 def _executor(threads):
-    global _pool
-    if _pool is None or _pool._max_workers != threads - 1:
-        _pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="minirc-gemm")
+    """The pool of threads - 1 workers (the calling thread takes a band itself)."""
+    global _pool, _pool_workers
+    if _pool is None or _pool_workers != threads - 1:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+        _pool, _pool_workers = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="minirc-gemm"), threads - 1
     return _pool
 
 
