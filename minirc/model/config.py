@@ -28,10 +28,9 @@ def _fail(cls, name, expected, got):
 
 
 def _check_norm(config):
-    from minirc.model.head_norm import NORMS
+    from minirc.model.head_norm import check_norm
 
-    if config.norm not in NORMS:
-        _fail(type(config), "norm", f"one of {NORMS}", config.norm)
+    check_norm(config.norm, f"{type(config).__name__}.norm")
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,7 @@ def _forward_cpu(x, w, geom, keep=None):
         if keep is not None:
             keep.append(cols)
         if n1 - n0 == 1 and (r0, r1) == (0, ho):
-            split_dot(w2, cols, out=y[n0])                      # straight into the output, no copy
+            split_dot(w2, cols, out=y[n0])  # straight into the output, no copy
         elif n1 - n0 == 1:
             y[n0][:, r0 * wo: r1 * wo] = split_dot(w2, cols)
         else:
@@ -234,7 +234,7 @@ def _input_grad_cpu(g, w, x_hw, geom):
         return dx
     dx = np.zeros((n, c, *x_hw), dtype=g.dtype)
     for blk in _blocks(n, ho, wo):
-        dcols = split_dot(w2t, _grad_block(g3, blk, wo))        # (CK, columns)
+        dcols = split_dot(w2t, _grad_block(g3, blk, wo))  # (CK, columns)
         _col2im_cpu_kernel(dcols, *blk, *geom, wo, dx)
     return dx
 
