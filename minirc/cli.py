@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     p.add_argument("--config", default="shapes_demo", choices=sorted(DEMO_PRESETS), help="preset (default: shapes_demo)")
     p.add_argument("--budget-seconds", type=float, default=None,
-                   help="training time budget, compilation included (default: the preset's, 480 s for shapes_demo)")
+                   help="training time budget, compilation included (default: the preset's, 510 s for shapes_demo)")
     p.add_argument("--iters", type=int, default=None, help="train exactly this many iterations instead of a budget")
     p.add_argument("--seed", type=int, default=0, help="seed of the model, the data and the batch order")
     p.add_argument("--test-images", type=int, default=None,
