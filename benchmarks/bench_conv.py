@@ -7,21 +7,26 @@ Run (torch lives in the benchmark venv; without torch its column is skipped):
     /work/venv-bench/bin/python benchmarks/bench_conv.py --quick --no-numpy
 
 Every implementation runs the same work -- y = conv2d(x, w), then dx and dw from a fixed grad_out --
-on ResNet-like shapes (64-256 channels, 3x3 and 1x1, 32-128 px). Implementations take turns inside
-each repeat (a busy neighbour slows all of them alike), after a warm-up that compiles the Numba
-kernels; the median of the repeats is reported.
+on ResNet-like shapes (64-256 channels, 3x3 and 1x1, 32-128 px), after a warm-up that compiles the
+Numba kernels; the median of the repeats is reported. minirc (and the NumPy reference) run in this
+process, torch in a child process that never imports minirc: in one process, each library's
+thread pool spins while the other works, and on the 2-core machine torch's two-thread convs ran
+up to 2.7x slower next to minirc's pools than alone (docs/conv.md). The arrays are the same in both
+processes (drawn from one seed).
 
 Two clocks:
 
-* default: wall time with ``--threads`` (2) threads for Numba and torch; NumPy's BLAS uses its own
-  pool (one thread per core). On a machine shared with other jobs this is noisy;
-* ``--cpu-time``: the CPU time of the whole process with one thread for Numba, OpenBLAS and torch,
-  which stays stable on a busy machine: work is compared, not scheduling. (Until 2026-11-22 this
-  mode read the calling thread's clock, which misses Numba's ``prange`` kernels -- they run on a
-  worker thread even when only one is allowed -- and so under-counted minirc's im2col/col2im.)
+* default: wall time with ``--threads`` (2) threads for Numba and torch, and minirc's GEMMs split
+  over the same number of threads (``MINIRC_GEMM_THREADS``); OpenBLAS itself runs one thread per
+  call, as minirc sets it. On a machine shared with other jobs this is noisy;
+* ``--cpu-time``: the CPU time of the whole process with one thread for Numba, OpenBLAS, minirc's
+  GEMMs and torch, which stays stable on a busy machine: work is compared, not scheduling. (Until
+  2026-11-22 this mode read the calling thread's clock, which misses Numba's ``prange`` kernels --
+  they run on a worker thread even when only one is allowed -- and so under-counted minirc.)
 
 GFLOP/s counts 3 x 2*N*O*Ho*Wo*C*kh*kw (the forward, dx and dw are each one such product) and is
-compared with the float32 rate of np.dot on 2048 x 2048 matrices, measured with the same clock.
+compared with the float32 rate of 2048 x 2048 products with the same threads and clock (minirc's
+split GEMM, i.e. the machine's rate with the threads allowed).
 """
 from __future__ import annotations
 
@@ -30,14 +35,16 @@ import sys
 
 if "--cpu-time" in sys.argv:  # must precede the import of numpy: BLAS sizes its pool at load time
     os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MINIRC_GEMM_THREADS"] = "1"
+elif "--threads" in sys.argv:  # minirc reads it at each GEMM; set before anything runs
+    os.environ["MINIRC_GEMM_THREADS"] = sys.argv[sys.argv.index("--threads") + 1]
 
 import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
 import time  # noqa: E402
 
-import numba  # noqa: E402
 import numpy as np  # noqa: E402
-
-from minirc.ops.conv2d import conv2d_backward, conv2d_forward  # noqa: E402
 
 THREADS = 2
 
@@ -63,14 +70,17 @@ def timed(fn, clock):
 
 
 def gemm_rate(clock, n=2048, repeats=5):
-    """float32 GFLOP/s of np.dot on two n x n matrices (median of repeats)."""
+    """float32 GFLOP/s of an n x n x n product (median of repeats), over the GEMM threads minirc may use."""
+    from minirc.ops.split_gemm import split_dot
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
     out = np.empty_like(a)
-    np.dot(a, a, out=out)
-    return 2 * n ** 3 / np.median([timed(lambda: np.dot(a, a, out=out), clock) for _ in range(repeats)]) / 1e9
+    split_dot(a, a, out=out)
+    return 2 * n ** 3 / np.median([timed(lambda: split_dot(a, a, out=out), clock) for _ in range(repeats)]) / 1e9
 
 
 def minirc_step(backend):
+    from minirc.ops.conv2d import conv2d_backward, conv2d_forward
+
     def step(x, w, g, stride, padding):
         # as minirc.nn.functional.conv2d trains: the forward's im2col matrices serve the weight grad
         cols = []
@@ -93,60 +103,98 @@ def torch_step(threads):
     return step
 
 
-def bench(shape, impls, repeats, clock):
+def arrays(shape):
+    """x, w, grad_out of a shape, the same in every process (one seed)."""
     _, n, c, o, hw, k, s, p = shape
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
     w = (rng.standard_normal((o, c, k, k)) / np.sqrt(c * k * k)).astype(np.float32)
     ho = (hw + 2 * p - k) // s + 1
     g = rng.standard_normal((n, o, ho, ho)).astype(np.float32)
+    return x, w, g
+
+
+def flop_count(shape):
+    _, n, c, o, hw, k, s, p = shape
+    ho = (hw + 2 * p - k) // s + 1
+    return 3 * 2 * n * o * ho * ho * c * k * k
+
+
+def bench(shape, impls, repeats, clock):
+    """Median seconds of each implementation on a shape; implementations take turns in each repeat."""
+    *_, s, p = shape
+    x, w, g = arrays(shape)
     times = {name: [] for name in impls}
     for fn in impls.values():  # warm-up: JIT compile, BLAS buffers, allocator
         fn(x, w, g, s, p)
     for _ in range(repeats):
         for name, fn in impls.items():
             times[name].append(timed(lambda: fn(x, w, g, s, p), clock))
-    flops = 3 * 2 * n * o * ho * ho * c * k * k
-    return {name: float(np.median(v)) for name, v in times.items()}, flops
+    return {name: float(np.median(v)) for name, v in times.items()}
+
+
+def torch_times(shapes, threads, repeats, cpu_time):
+    """Median seconds of torch on each shape, measured in a child process (None without torch)."""
+    cmd = [sys.executable, __file__, "--torch-child", "--threads", str(threads), "--repeats", str(repeats),
+           "--shapes", ",".join(str(SHAPES.index(sh)) for sh in shapes)] + (["--cpu-time"] if cpu_time else [])
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        print("torch child failed:", (res.stderr.strip().splitlines() or ["?"])[-1])
+        return None
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def torch_child(args, clock):
+    """The --torch-child mode: torch alone in its process; prints the medians as JSON (or exits 3)."""
+    fn = torch_step(args.threads)
+    if fn is None:
+        sys.exit(3)
+    shapes = [SHAPES[int(i)] for i in args.shapes.split(",")]
+    print(json.dumps([bench(sh, {"torch": fn}, args.repeats, clock)["torch"] for sh in shapes]))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="three shapes, three repeats")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=THREADS, help="Numba and torch threads (wall-time mode)")
+    parser.add_argument("--threads", type=int, default=THREADS,
+                        help="Numba, minirc GEMM and torch threads (wall-time mode)")
     parser.add_argument("--cpu-time", action="store_true", help="one thread each, CPU time of the process")
     parser.add_argument("--no-numpy", action="store_true", help="skip the (slow) NumPy reference")
+    parser.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--shapes", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    threads = 1 if args.cpu_time else args.threads
+    if args.cpu_time:
+        args.threads = 1
     clock = time.process_time if args.cpu_time else time.perf_counter
-    numba.set_num_threads(threads)
+    if args.torch_child:
+        return torch_child(args, clock)
+
+    import numba
+    numba.set_num_threads(args.threads)
     shapes = [SHAPES[i] for i in QUICK] if args.quick else SHAPES
     repeats = 3 if args.quick else args.repeats
-
     impls = {"cpu": minirc_step("cpu")}
     if not args.no_numpy:
         impls["numpy"] = minirc_step("numpy")
-    torch_fn = torch_step(threads)
-    if torch_fn is not None:
-        impls["torch"] = torch_fn
-    else:
-        print("torch not importable: its column is skipped")
     peak = gemm_rate(clock)
-    print(f"clock: {'CPU time of the process' if args.cpu_time else 'wall time'}; Numba and torch threads: "
-          f"{threads}; float32 GEMM rate (np.dot, 2048^3): {peak:.1f} GFLOP/s")
+    print(f"clock: {'CPU time of the process' if args.cpu_time else 'wall time'}; threads: {args.threads}; "
+          f"float32 GEMM rate (2048^3, same threads): {peak:.1f} GFLOP/s")
+    rows = [bench(shape, impls, repeats, clock) for shape in shapes]
+    torch_t = torch_times(shapes, args.threads, repeats, args.cpu_time)
+    if torch_t is None:
+        print("torch not importable (or its child failed): its column is skipped")
     header = f"{'shape (fwd+bwd)':22s} {'cpu ms':>8s}"
     header += f" {'numpy ms':>9s} {'numpy/cpu':>9s}" if "numpy" in impls else ""
-    header += f" {'torch ms':>9s} {'cpu/torch':>9s}" if "torch" in impls else ""
+    header += f" {'torch ms':>9s} {'cpu/torch':>9s}" if torch_t else ""
     print(header + f" {'cpu GF/s':>9s} {'of GEMM':>8s}")
-    for shape in shapes:
-        t, flops = bench(shape, impls, repeats, clock)
+    for i, (shape, t) in enumerate(zip(shapes, rows)):
         line = f"{shape[0]:22s} {t['cpu'] * 1e3:8.1f}"
         if "numpy" in t:
             line += f" {t['numpy'] * 1e3:9.1f} {t['numpy'] / t['cpu']:9.2f}"
-        if "torch" in t:
-            line += f" {t['torch'] * 1e3:9.1f} {t['cpu'] / t['torch']:9.2f}"
-        rate = flops / t["cpu"] / 1e9
+        if torch_t:
+            line += f" {torch_t[i] * 1e3:9.1f} {t['cpu'] / torch_t[i]:9.2f}"
+        rate = flop_count(shape) / t["cpu"] / 1e9
         print(line + f" {rate:9.1f} {rate / peak:8.0%}", flush=True)
 
 
