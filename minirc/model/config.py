@@ -137,6 +137,9 @@ class RoIHeadsConfig:
     bg_iou_thresh: float = 0.5  # proposals with IoU < this with every gt box are background (label 0)
     batch_size_per_image: int = 512  # proposals sampled per image (gt boxes are appended first)
     positive_fraction: float = 0.25  # at most this fraction of them foreground
+    # training: the mask branch sees at most this many of an image's sampled positives (a uniform
+    # draw from minirc.random's generator); None: all of them, as torchvision and detectron2 do
+    mask_rois_per_image: int | None = None
     bbox_reg_weights: tuple = (10.0, 10.0, 5.0, 5.0)  # (wx, wy, ww, wh) of the box coder: ~unit-variance targets
     smooth_l1_beta: float = 1.0 / 9.0  # beta of the smooth-L1 box loss (sum over positives / number sampled)
     score_thresh: float = 0.05  # inference: keep (box, class) pairs with softmax score > this (strict)
@@ -148,6 +151,9 @@ class RoIHeadsConfig:
             _fail(type(self), "pooler_type", f"one of {POOLER_TYPES}", self.pooler_type)
         if len(self.bbox_reg_weights) != 4:
             _fail(type(self), "bbox_reg_weights", "4 numbers", self.bbox_reg_weights)
+        cap = self.mask_rois_per_image
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            _fail(type(self), "mask_rois_per_image", "None or an integer >= 1", self.mask_rois_per_image)
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,16 @@ class RoIHeads(Module):
             regression_targets = [self.box_coder.encode(g, p) for g, p in zip(matched_gt, proposals)]
         return proposals, matched_idxs, labels, regression_targets
 
+    def _mask_subset(self, pos):
+        """The positives the mask branch trains on: all, or a uniform draw of mask_rois_per_image
+        (ascending order kept). The mask head costs per RoI and an object's positives overlap heavily,
+        so a cap buys training steps on a time budget (docs/training.md)."""
+        cap = self.cfg.mask_rois_per_image
+        if cap is None or len(pos) <= cap:
+            return pos
+        from minirc.random import generator
+        return np.sort(generator().choice(pos, size=cap, replace=False))
+
     def _mask_logits(self, features, boxes, image_sizes):
         x = self.mask_roi_pool(features, boxes, image_sizes)  # (R, C, P, P)
         return self.mask_predictor(self.mask_head(x))  # (R, K, 2P, 2P)
@@ -177,7 +187,7 @@ class RoIHeads(Module):
         if self.training:
             loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels,
                                                           regression_targets, self.cfg.smooth_l1_beta)
-            pos = [np.flatnonzero(lab > 0) for lab in labels]
+            pos = [self._mask_subset(np.flatnonzero(lab > 0)) for lab in labels]
             mask_boxes = [p[i] for p, i in zip(proposals, pos)]
             mask_matched = [m[i] for m, i in zip(matched_idxs, pos)]
             mask_logits = self._mask_logits(features, mask_boxes, image_sizes)

@@ -166,3 +166,28 @@ def test_canonical_scale_reaches_both_poolers():
         pooler.setup_scales([np.zeros((1, 8, 128 >> k, 128 >> k), np.float32) for k in (2, 3, 4, 5)], [(128, 128)])
         assert pooler.canonical_scale == 56.0 and pooler.map_levels(box).tolist() == [1]
     assert RoIHeads(C.tiny(num_classes=3)).box_roi_pool.canonical_scale == 224
+
+
+def _capped_heads(cap):
+    import dataclasses
+
+    cfg = C.tiny(num_classes=3)
+    return RoIHeads(dataclasses.replace(cfg, roi_heads=dataclasses.replace(cfg.roi_heads, mask_rois_per_image=cap)))
+
+
+def test_mask_rois_per_image_caps_the_mask_branch():
+    pos = np.array([2, 3, 5, 7, 11, 13, 17])
+    assert _capped_heads(None)._mask_subset(pos) is pos  # torchvision: every sampled positive
+    assert _capped_heads(10)._mask_subset(pos) is pos    # fewer positives than the cap: all of them
+    minirc.random.manual_seed(0)
+    first = _capped_heads(3)._mask_subset(pos)
+    assert len(first) == 3 and set(first) <= set(pos) and (np.diff(first) > 0).all()
+    minirc.random.manual_seed(0)
+    assert np.array_equal(_capped_heads(3)._mask_subset(pos), first)  # same seed, same draw
+    assert len(_capped_heads(3)._mask_subset(np.zeros(0, np.int64))) == 0
+
+
+def test_mask_rois_per_image_checks_its_value():
+    for bad in (0, -2, 1.5, "8", True):
+        with pytest.raises(ValueError, match="mask_rois_per_image"):
+            C.RoIHeadsConfig(mask_rois_per_image=bad)
