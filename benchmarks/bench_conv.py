@@ -11,7 +11,7 @@ on ResNet-like shapes (64-256 channels, 3x3 and 1x1, 32-128 px), after a warm-up
 Numba kernels; the median of the repeats is reported. minirc (and the NumPy reference) run in this
 process, torch in a child process that never imports minirc: in one process, each library's
 thread pool spins while the other works, and on the 2-core machine torch's two-thread convs ran
-up to 2.7x slower next to minirc's pools than alone (docs/conv.md). The arrays are the same in both
+2-5x slower next to minirc's pools than alone (docs/conv.md). The arrays are the same in both
 processes (drawn from one seed).
 
 Two clocks:
@@ -30,23 +30,32 @@ split GEMM, i.e. the machine's rate with the threads allowed).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
-if "--cpu-time" in sys.argv:  # must precede the import of numpy: BLAS sizes its pool at load time
-    os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"
-    os.environ["MINIRC_GEMM_THREADS"] = "1"
-elif "--threads" in sys.argv:  # minirc reads it at each GEMM; set before anything runs
-    os.environ["MINIRC_GEMM_THREADS"] = sys.argv[sys.argv.index("--threads") + 1]
+THREADS = 2
+NO_TORCH = 3  # exit status of the torch child when torch is not importable
 
-import argparse  # noqa: E402
+
+def _thread_settings():
+    """Thread counts into the environment before numpy loads (BLAS sizes its pool at load time)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--cpu-time", action="store_true")
+    pre.add_argument("--threads", type=int, default=THREADS)
+    known, _ = pre.parse_known_args()
+    if known.cpu_time:
+        os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MINIRC_GEMM_THREADS"] = "1" if known.cpu_time else str(known.threads)
+
+
+_thread_settings()
+
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-THREADS = 2
 
 # (label, N, C, O, H=W, k, stride, padding)
 SHAPES = [
@@ -138,6 +147,8 @@ def torch_times(shapes, threads, repeats, cpu_time):
     cmd = [sys.executable, __file__, "--torch-child", "--threads", str(threads), "--repeats", str(repeats),
            "--shapes", ",".join(str(SHAPES.index(sh)) for sh in shapes)] + (["--cpu-time"] if cpu_time else [])
     res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode == NO_TORCH:
+        return None
     if res.returncode != 0:
         print("torch child failed:", (res.stderr.strip().splitlines() or ["?"])[-1])
         return None
@@ -145,10 +156,10 @@ def torch_times(shapes, threads, repeats, cpu_time):
 
 
 def torch_child(args, clock):
-    """The --torch-child mode: torch alone in its process; prints the medians as JSON (or exits 3)."""
+    """The --torch-child mode: torch alone in its process; prints the medians as JSON."""
     fn = torch_step(args.threads)
     if fn is None:
-        sys.exit(3)
+        sys.exit(NO_TORCH)
     shapes = [SHAPES[int(i)] for i in args.shapes.split(",")]
     print(json.dumps([bench(sh, {"torch": fn}, args.repeats, clock)["torch"] for sh in shapes]))
 
@@ -183,7 +194,7 @@ def main():
     rows = [bench(shape, impls, repeats, clock) for shape in shapes]
     torch_t = torch_times(shapes, args.threads, repeats, args.cpu_time)
     if torch_t is None:
-        print("torch not importable (or its child failed): its column is skipped")
+        print("no torch column (torch is not importable here)")
     header = f"{'shape (fwd+bwd)':22s} {'cpu ms':>8s}"
     header += f" {'numpy ms':>9s} {'numpy/cpu':>9s}" if "numpy" in impls else ""
     header += f" {'torch ms':>9s} {'cpu/torch':>9s}" if torch_t else ""

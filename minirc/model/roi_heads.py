@@ -162,7 +162,8 @@ class RoIHeads(Module):
     def _mask_subset(self, pos):
         """The positives the mask branch trains on: all, or a uniform draw of mask_rois_per_image
         (ascending order kept). The mask head costs per RoI and an object's positives overlap heavily,
-        so a cap buys training steps on a time budget (docs/training.md)."""
+        so a cap makes a step cheaper; on the shapes demo it did not train as well per step
+        (docs/training.md, fourth round)."""
         cap = self.cfg.mask_rois_per_image
         if cap is None or len(pos) <= cap:
             return pos

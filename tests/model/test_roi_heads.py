@@ -168,11 +168,9 @@ def test_canonical_scale_reaches_both_poolers():
     assert RoIHeads(C.tiny(num_classes=3)).box_roi_pool.canonical_scale == 224
 
 
-def _capped_heads(cap):
-    import dataclasses
 
-    cfg = C.tiny(num_classes=3)
-    return RoIHeads(dataclasses.replace(cfg, roi_heads=dataclasses.replace(cfg.roi_heads, mask_rois_per_image=cap)))
+def _capped_heads(cap):
+    return _heads(**{"roi_heads.mask_rois_per_image": cap})[0]
 
 
 def test_mask_rois_per_image_caps_the_mask_branch():
@@ -185,6 +183,23 @@ def test_mask_rois_per_image_caps_the_mask_branch():
     minirc.random.manual_seed(0)
     assert np.array_equal(_capped_heads(3)._mask_subset(pos), first)  # same seed, same draw
     assert len(_capped_heads(3)._mask_subset(np.zeros(0, np.int64))) == 0
+
+
+def test_mask_rois_per_image_in_a_training_forward():
+    heads, cfg = _heads(**{"roi_heads.mask_rois_per_image": 1})
+    masks = np.zeros((1, 64, 64), np.uint8)
+    masks[0, 10:40, 12:36] = 1
+    targets = [{"boxes": np.array([[12, 10, 36, 40]], np.float32), "labels": np.array([1]), "masks": masks}]
+    props = [np.array([[12, 10, 36, 40], [11, 10, 36, 41], [12, 11, 35, 40], [40, 40, 60, 60]], np.float32)]
+    seen, pooled = [], heads._mask_logits
+    heads._mask_logits = lambda f, boxes, sizes: (seen.append([len(b) for b in boxes]), pooled(f, boxes, sizes))[1]
+    heads.train()
+    minirc.random.manual_seed(0)
+    _, losses = heads(_features(cfg), props, [(64, 64)], targets)
+    assert seen == [[1]]  # 4 positives (3 proposals and the gt box), one reaches the mask branch
+    assert np.isfinite(losses["loss_mask"].item())
+    losses["loss_mask"].backward()
+    assert heads.mask_predictor.mask_fcn_logits.weight.grad is not None
 
 
 def test_mask_rois_per_image_checks_its_value():
