@@ -112,21 +112,24 @@ def torch_step(threads):
     return step
 
 
+def out_side(shape):
+    _, _, _, _, hw, k, s, p = shape
+    return (hw + 2 * p - k) // s + 1
+
+
 def arrays(shape):
     """x, w, grad_out of a shape, the same in every process (one seed)."""
-    _, n, c, o, hw, k, s, p = shape
+    _, n, c, o, hw, k, _, _ = shape
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
     w = (rng.standard_normal((o, c, k, k)) / np.sqrt(c * k * k)).astype(np.float32)
-    ho = (hw + 2 * p - k) // s + 1
-    g = rng.standard_normal((n, o, ho, ho)).astype(np.float32)
+    g = rng.standard_normal((n, o, out_side(shape), out_side(shape))).astype(np.float32)
     return x, w, g
 
 
 def flop_count(shape):
-    _, n, c, o, hw, k, s, p = shape
-    ho = (hw + 2 * p - k) // s + 1
-    return 3 * 2 * n * o * ho * ho * c * k * k
+    _, n, c, o, _, k, _, _ = shape
+    return 3 * 2 * n * o * out_side(shape) ** 2 * c * k * k
 
 
 def bench(shape, impls, repeats, clock):
