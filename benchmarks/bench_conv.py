@@ -91,10 +91,8 @@ def minirc_step(backend):
     from minirc.ops.conv2d import conv2d_backward, conv2d_forward
 
     def step(x, w, g, stride, padding):
-        # as minirc.nn.functional.conv2d trains: the forward's im2col matrices serve the weight grad
-        cols = []
-        conv2d_forward(x, w, None, stride, padding, 1, backend=backend, keep_cols=cols)
-        conv2d_backward(g, x, w, stride, padding, 1, need=(True, True, False), backend=backend, cols=cols)
+        conv2d_forward(x, w, None, stride, padding, 1, backend=backend)
+        conv2d_backward(g, x, w, stride, padding, 1, need=(True, True, False), backend=backend)
     return step
 
 

@@ -174,11 +174,11 @@ print("im2col vs loops, max |difference|:", np.abs(y_numpy - y_loops).max())
 # out once, and then `cols` is a *strided view* of it -- six strides, no index arithmetic -- that
 # NumPy copies into a contiguous matrix: in a training step of the demo model it took a quarter of
 # the time of the Numba kernels we wrote for it first (`docs/conv.md` has the measurements). The
-# work is cut into blocks of about 4096 output columns so `cols` stays small even for large
-# images. The products go to BLAS (`np.dot`); a 1x1 stride-1 convolution skips im2col altogether,
-# since its `cols` is the input itself. In training, the forward's `cols` are kept for the weight
-# gradient, and the input gradient of a stride-1 conv is itself a convolution (see the backward
-# section below).
+# work is cut into blocks of about 4 MiB of `cols` (bands of output rows, or several small images),
+# each copied into a buffer that belongs to the thread and multiplied by BLAS at once; the blocks
+# are shared among the cores, so the copies run in parallel too. A 1x1 stride-1 convolution
+# skips im2col altogether, since its `cols` is the input itself, and the input gradient of a
+# stride-1 conv is itself a convolution (see the backward section below).
 
 # %%
 from minirc.ops import conv2d as conv_module  # noqa: E402

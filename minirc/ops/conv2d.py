@@ -14,14 +14,16 @@ with ``W = w.reshape(O, C*kh*kw)``. The backward pass is two more matrix product
 * ``dx[n] = col2im(W^T @ g[n])`` -- col2im, the adjoint of im2col, sends every column entry back to
   the pixel it was copied from, summing overlaps: dx is a transposed convolution of grad_out.
 
-Backends: "numpy" (the reference: im2col by slicing, one loop over kernel taps), "cpu" (Numba
-im2col/col2im kernels, parallel over rows of cols / planes of dx, and BLAS for the products),
+Backends: "numpy" (the reference: im2col by slicing, one loop over kernel taps), "cpu" (im2col
+as a strided NumPy copy and a BLAS product per block of output columns, blocks shared among
+threads; a Numba col2im kernel parallel over planes of dx),
 "cuda" (one thread per cols element for im2col, the tiled GEMM of :mod:`minirc.ops.matmul`, and a
 col2im in which each input pixel *gathers* its contributions: deterministic, no atomics).
 See docs/conv.md for the derivation and the measured speed.
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -32,7 +34,7 @@ from minirc.cuda_utils import blocks_for, device_zeros, like_input, to_device
 # Geometry is re-exported: im2col_numpy takes one, and notebook 01 imports both from this module
 from minirc.ops._conv_args import Geometry, check_conv_inputs, check_grad_out, geometry, output_size  # noqa: F401
 from minirc.ops.matmul import gemm_cuda_device
-from minirc.ops.split_gemm import split_dot
+from minirc.ops.split_gemm import MIN_SPLIT_WORK, gemm_executor, gemm_threads, split_dot
 
 
 # ---- NumPy reference: the spec -------------------------------------------------------------------
@@ -63,11 +65,9 @@ def col2im_numpy(cols, x_shape, geom, out_hw):
     return xp[:, :, ph: ph + h, pw: pw + w]  # what landed in the padding is dropped
 
 
-def _forward_numpy(x, w, geom, keep=None):
+def _forward_numpy(x, w, geom):
     out_hw = geom.out_size(*x.shape[2:])
     cols = im2col_numpy(x, geom, out_hw)
-    if keep is not None:
-        keep.append(cols)
     y = w.reshape(w.shape[0], -1) @ cols                     # (O, CK) @ (N, CK, P) -> (N, O, P)
     return y.reshape(x.shape[0], w.shape[0], *out_hw)
 
@@ -78,22 +78,47 @@ def _input_grad_numpy(g, w, x_hw, geom):
     return col2im_numpy(dcols, (n, w.shape[1], *x_hw), geom, (ho, wo))
 
 
-def _weight_grad_numpy(g, x, geom, cols=None):
+def _weight_grad_numpy(g, x, geom):
     n, o, ho, wo = g.shape
-    cols = im2col_numpy(x, geom, (ho, wo)) if cols is None else cols[0]
+    cols = im2col_numpy(x, geom, (ho, wo))
     dw = (g.reshape(n, o, ho * wo) @ cols.transpose(0, 2, 1)).sum(axis=0)  # sum_n g[n] @ cols[n]^T
     return dw.reshape(o, x.shape[1], geom.kh, geom.kw)
 
 
 # ---- Numba CPU ----------------------------------------------------------------------------------
-# Work is cut into *blocks* of output columns (whole images, or bands of output rows of one image)
-# of about _BLOCK_COLUMNS columns: big enough for BLAS to run at full speed, small enough that cols
-# (C*kh*kw x block) stays in the tens of MiB even for an 800x1333 image.
-_BLOCK_COLUMNS = 4096
-# The forward's cols are kept for the weight gradient (which needs the same matrices) when they
-# total at most this many bytes: the small demo models skip a third of their im2col work, while
-# an 800 px ResNet-50 (hundreds of MiB of cols per layer) recomputes them instead of holding them.
-KEEP_COLS_BYTES = 64 * 2**20
+# Work is cut into *blocks* of output columns -- bands of output rows of one image, or several whole
+# small images -- whose cols (C*kh*kw x columns) take about _BLOCK_BYTES. Each block's cols are built
+# in a scratch buffer that belongs to the thread and multiplied at once; the blocks are shared among
+# minirc's GEMM threads (minirc.ops.split_gemm), so the im2col copies run on every core, not one,
+# and no fresh memory is faulted in per call. It replaced building all of cols with one thread and
+# then splitting the GEMM: 3x3 convs of bench_conv.py 1.3-1.7x faster at stride 1 (docs/conv.md).
+# 1 to 16 MiB blocks measured alike within the noise of the shared machine; 4 MiB was kept.
+_BLOCK_BYTES = 4 * 2**20
+# col2im (dx of a strided conv) takes bigger blocks: there each block is one GEMM split over the
+# threads and one parallel Numba kernel, and small blocks made that 1.3-2x slower
+_COL2IM_BLOCK_COLUMNS = 4096
+# The weight gradient is a sum over blocks. Blocks are dealt round robin to _GROUPS accumulators,
+# each summed in block order by one thread, and the accumulators are added in order at the end: the
+# same bits whatever the thread count.
+_GROUPS = 4
+# below this many multiply-adds a conv runs on the calling thread alone (as split_gemm.MIN_SPLIT_WORK)
+_MIN_THREADED_WORK = MIN_SPLIT_WORK
+# a conv is cut into more blocks than _BLOCK_BYTES asks for, to give every thread work, only down
+# to this many columns a block: narrower products ran slower than one product split by split_dot
+# (the 4x4 maps of the demo model's last stage)
+_MIN_SHARED_COLUMNS = 256
+
+_scratch_space = threading.local()
+
+
+def _scratch(shape, dtype):
+    """A (shape, dtype) array in this thread's scratch buffer, grown as needed and never freed: no
+    fresh pages to fault in at every block. Its contents are gone at the thread's next call."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = getattr(_scratch_space, "buf", None)
+    if buf is None or buf.size < nbytes:
+        buf = _scratch_space.buf = np.empty(nbytes, dtype=np.uint8)
+    return buf[:nbytes].view(dtype).reshape(shape)
 
 
 @njit(cache=True)
@@ -130,12 +155,20 @@ def _col2im_cpu_kernel(dcols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, wo
                             dst[ow * sw + shift] += src[ow]
 
 
-def _blocks(n, ho, wo):
-    """(n0, n1, r0, r1) blocks of about _BLOCK_COLUMNS output columns, in a fixed order."""
-    rows = max(1, _BLOCK_COLUMNS // max(wo, 1))
+def _blocks(n, ho, wo, rows_of_cols, itemsize, columns=None):
+    """(n0, n1, r0, r1) blocks of about _BLOCK_BYTES of cols (or of ``columns`` columns), in order.
+
+    rows_of_cols: C*kh*kw. A big image is cut into bands of equal height (to within a row); small
+    images are grouped, whole, several to a block.
+    """
+    if columns is None:
+        columns = max(1, _BLOCK_BYTES // max(rows_of_cols * itemsize, 1))
+    rows = max(1, columns // max(wo, 1))
     if rows < ho:  # big images: bands of output rows, one image at a time
-        return [(k, k + 1, r, min(r + rows, ho)) for k in range(n) for r in range(0, ho, rows)]
-    per = max(1, _BLOCK_COLUMNS // max(ho * wo, 1))  # small images: several whole images per block
+        parts = -(-ho // rows)
+        edges = [ho * i // parts for i in range(parts + 1)]
+        return [(k, k + 1, lo, hi) for k in range(n) for lo, hi in zip(edges[:-1], edges[1:])]
+    per = max(1, columns // max(ho * wo, 1))  # small images: several whole images per block
     return [(k, min(k + per, n), 0, ho) for k in range(0, n, per)]
 
 
@@ -150,7 +183,7 @@ def _padded(x, geom):
 
 
 def _cols_cpu(xp, blk, geom, wo):
-    """The block's cols from the padded input xp (see _padded).
+    """The block's cols from the padded input xp (see _padded), in this thread's scratch buffer.
 
     cols[(c, i, j), (n, oh, ow)] = xp[n, c, oh*sh + i*dh, ow*sw + j*dw] is a strided *view* of xp
     with shape (C, kh, kw, n, rows, Wo) -- no index arithmetic, just six strides -- copied once into
@@ -159,15 +192,47 @@ def _cols_cpu(xp, blk, geom, wo):
     """
     n0, n1, r0, r1 = blk
     c = xp.shape[1]
-    if geom.is_pointwise():  # a 1x1 stride-1 conv is a plain matrix product: no copy at all
-        return xp[n0].reshape(c, -1)
     s_n, s_c, s_h, s_w = xp.strides
     taps = np.lib.stride_tricks.as_strided(
         xp[n0:n1, :, r0 * geom.sh:], shape=(c, geom.kh, geom.kw, n1 - n0, r1 - r0, wo),
         strides=(s_c, s_h * geom.dh, s_w * geom.dw, s_n, s_h * geom.sh, s_w * geom.sw), writeable=False)
-    cols = np.empty((c * geom.kh * geom.kw, (n1 - n0) * (r1 - r0) * wo), dtype=xp.dtype)
+    cols = _scratch((c * geom.kh * geom.kw, (n1 - n0) * (r1 - r0) * wo), xp.dtype)
     np.copyto(cols.reshape(taps.shape), taps)
     return cols
+
+
+def _im2col_blocks(n, ho, wo, rows_of_cols, out_channels, itemsize):
+    """The blocks of a conv run by _each_block, and its multiply-adds: a conv of at least
+    _MIN_THREADED_WORK multiply-adds gets at least _GROUPS blocks where the map allows, so that
+    every thread has one. Depends on the shapes alone, never on the thread count."""
+    total, work = n * ho * wo, n * ho * wo * rows_of_cols * out_channels
+    columns = max(1, _BLOCK_BYTES // max(rows_of_cols * itemsize, 1))
+    if work >= _MIN_THREADED_WORK:
+        columns = min(columns, max(_MIN_SHARED_COLUMNS, -(-total // _GROUPS)))
+    return _blocks(n, ho, wo, rows_of_cols, itemsize, columns), work
+
+
+def _each_block(blocks, multiply_adds, task):
+    """Run ``task(group, block, dot)`` for every block, over minirc's GEMM threads.
+
+    Block i belongs to group i % _GROUPS; each group's blocks run in order on one thread (so a
+    task may add into its group's accumulator without a lock). ``dot`` is the product the task
+    should use: one-thread ``np.matmul`` when the blocks are shared among threads, ``split_dot``
+    (which shares the product itself) when they all run on the calling thread -- a single block,
+    or fewer than _MIN_THREADED_WORK multiply-adds in all.
+    """
+    groups, pool_size = min(_GROUPS, len(blocks)), gemm_threads()
+    threads = min(pool_size, groups) if multiply_adds >= _MIN_THREADED_WORK else 1
+    dot = np.matmul if threads > 1 else split_dot
+
+    def run(first):
+        for grp in range(first, groups, threads):
+            for blk in blocks[grp::groups]:
+                task(grp, blk, dot)
+    pending = [gemm_executor(pool_size).submit(run, t) for t in range(1, threads)]
+    run(0)  # the calling thread takes the first share
+    for p in pending:
+        p.result()
 
 
 def _grad_block(g3, blk, wo):
@@ -179,29 +244,25 @@ def _grad_block(g3, blk, wo):
     return g3[n0:n1].transpose(1, 0, 2).reshape(g3.shape[1], -1)
 
 
-def _cpu_blocks(n, ho, wo, geom):
-    return [(k, k + 1, 0, ho) for k in range(n)] if geom.is_pointwise() else _blocks(n, ho, wo)
-
-
-def _forward_cpu(x, w, geom, keep=None):
-    (n, _, h, wd), o = x.shape, w.shape[0]
+def _forward_cpu(x, w, geom):
+    (n, c, h, wd), o = x.shape, w.shape[0]
     ho, wo = geom.out_size(h, wd)
     w2 = w.reshape(o, -1)
     y = np.empty((n, o, ho * wo), dtype=x.dtype)
-    if keep is not None and (geom.is_pointwise() or w2.shape[1] * n * ho * wo * x.itemsize > KEEP_COLS_BYTES):
-        keep = None  # a pointwise conv's cols are x itself; big ones are recomputed
+    if geom.is_pointwise():  # a 1x1 stride-1 conv is a plain matrix product: no copy at all
+        for k in range(n):
+            split_dot(w2, x[k].reshape(c, -1), out=y[k])
+        return y.reshape(n, o, ho, wo)
     xp = _padded(x, geom)
-    for blk in _cpu_blocks(n, ho, wo, geom):
+
+    def block_product(_, blk, dot):
         n0, n1, r0, r1 = blk
         cols = _cols_cpu(xp, blk, geom, wo)
-        if keep is not None:
-            keep.append(cols)
-        if n1 - n0 == 1 and (r0, r1) == (0, ho):
-            split_dot(w2, cols, out=y[n0])  # straight into the output, no copy
-        elif n1 - n0 == 1:
-            y[n0][:, r0 * wo: r1 * wo] = split_dot(w2, cols)
+        if n1 - n0 == 1:  # straight into the output rows of the band
+            dot(w2, cols, out=y[n0][:, r0 * wo: r1 * wo])
         else:
-            y[n0:n1] = split_dot(w2, cols).reshape(o, n1 - n0, -1).transpose(1, 0, 2)
+            y[n0:n1] = dot(w2, cols).reshape(o, n1 - n0, -1).transpose(1, 0, 2)
+    _each_block(*_im2col_blocks(n, ho, wo, w2.shape[1], o, x.itemsize), block_product)
     return y.reshape(n, o, ho, wo)
 
 
@@ -233,23 +294,34 @@ def _input_grad_cpu(g, w, x_hw, geom):
             split_dot(w2t, g3[k], out=dx[k].reshape(c, -1))
         return dx
     dx = np.zeros((n, c, *x_hw), dtype=g.dtype)
-    for blk in _blocks(n, ho, wo):
+    for blk in _blocks(n, ho, wo, w2t.shape[0], g.itemsize, columns=_COL2IM_BLOCK_COLUMNS):
         dcols = split_dot(w2t, _grad_block(g3, blk, wo))  # (CK, columns)
         _col2im_cpu_kernel(dcols, *blk, *geom, wo, dx)
     return dx
 
 
-def _weight_grad_cpu(g, x, geom, cols=None):
+def _weight_grad_cpu(g, x, geom):
     n, o, ho, wo = g.shape
+    c, ck = x.shape[1], x.shape[1] * geom.kh * geom.kw
     g3 = g.reshape(n, o, ho * wo)
-    dw_t = np.zeros((x.shape[1] * geom.kh * geom.kw, o), dtype=g.dtype)
-    xp = None if cols else _padded(x, geom)
-    for i, blk in enumerate(_cpu_blocks(n, ho, wo, geom)):
+    if geom.is_pointwise():
+        dw_t = np.zeros((c, o), dtype=g.dtype)
+        for k in range(n):
+            dw_t += split_dot(x[k].reshape(c, -1), g3[k].T)
+        return np.ascontiguousarray(dw_t.T).reshape(o, c, 1, 1)
+    xp = _padded(x, geom)
+    blocks, work = _im2col_blocks(n, ho, wo, ck, o, x.itemsize)
+    partial = np.zeros((min(_GROUPS, len(blocks)), ck, o), dtype=g.dtype)
+
+    def block_product(grp, blk, dot):
         # dw^T += cols @ g^T: the same product as g @ cols^T, but OpenBLAS ran this orientation
         # (long rows of cols, few output channels) faster in our measurements (docs/conv.md)
-        c = _cols_cpu(xp, blk, geom, wo) if not cols else cols[i]
-        dw_t += split_dot(c, _grad_block(g3, blk, wo).T)
-    return np.ascontiguousarray(dw_t.T).reshape(o, x.shape[1], geom.kh, geom.kw)
+        partial[grp] += dot(_cols_cpu(xp, blk, geom, wo), _grad_block(g3, blk, wo).T)
+    _each_block(blocks, work, block_product)
+    dw_t = np.zeros((ck, o), dtype=g.dtype)
+    for p in partial:  # in group order: the same sum whatever the thread count
+        dw_t += p
+    return np.ascontiguousarray(dw_t.T).reshape(o, c, geom.kh, geom.kw)
 
 
 # ---- Numba CUDA -----------------------------------------------------------------------------------
@@ -296,7 +368,7 @@ def _dev_matrix(a, rows):
     return a.reshape(rows, a.size // rows if rows else 0)
 
 
-def _forward_cuda(x, w, geom, keep=None):  # keep: ignored, the device reuses one image's cols
+def _forward_cuda(x, w, geom):
     (n, c, h, wd), o = x.shape, w.shape[0]
     ho, wo = geom.out_size(h, wd)
     w2 = _dev_matrix(w, o)
@@ -319,7 +391,7 @@ def _input_grad_cuda(g, w, x_hw, geom):
     return dx
 
 
-def _weight_grad_cuda(g, x, geom, cols=None):
+def _weight_grad_cuda(g, x, geom):
     n, o, ho, wo = g.shape
     c = x.shape[1]
     if n == 0:  # an empty sum
@@ -377,9 +449,9 @@ class ConvKernels(NamedTuple):
 
     conv_transpose2d is built from the same blocks: its forward is conv's input_grad.
     """
-    forward: Callable      # (x, w, geom, keep=None) -> y, no bias; appends its cols to the list keep
+    forward: Callable      # (x, w, geom) -> y, no bias
     input_grad: Callable   # (g, w, (H, W), geom) -> dx
-    weight_grad: Callable  # (g, x, geom, cols=None) -> dw; cols: what the forward kept, if anything
+    weight_grad: Callable  # (g, x, geom) -> dw
     add_bias: Callable     # (y, b) -> y + b[:, None, None]
     bias_grad: Callable    # (g) -> g summed over (N, H, W)
     wrap: Callable         # array -> backend array
@@ -414,31 +486,28 @@ def conv_kernels(backend=None) -> ConvKernels:
 
 
 # ---- public entry points ---------------------------------------------------------------------------
-def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, backend=None, keep_cols=None):
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, backend=None):
     """y = conv2d(x, w, b): x (N, C, H, W), w (O, C, kh, kw), b (O,) or None -> (N, O, Ho, Wo).
 
     float32 or float64 (all one dtype); stride >= 1, padding >= 0, dilation >= 1, each an int or
     an (h, w) pair. On "cuda", device-array inputs give a device-array result.
-    keep_cols: a list into which the host backends put the im2col matrices they built (up to
-    KEEP_COLS_BYTES), to hand to :func:`conv2d_backward` as ``cols``; "cuda" leaves it empty.
     """
     x, w, b = check_conv_inputs(x, w, b)
     geom = geometry(w.shape[2:], stride, padding, dilation)
     output_size(x.shape, geom)
     k = conv_kernels(backend)
-    y = k.forward(k.wrap(x), k.wrap(w), geom, keep_cols)
+    y = k.forward(k.wrap(x), k.wrap(w), geom)
     if b is not None:
         y = k.add_bias(y, k.wrap(b))
     return k.unwrap(y, x, w, b)
 
 
 def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, need=(True, True, True),
-                    backend=None, cols=None):
+                    backend=None):
     """Gradients of conv2d: returns (dx (N, C, H, W), dw (O, C, kh, kw), db (O,)).
 
     grad_out: (N, O, Ho, Wo), the gradient of the loss w.r.t. y; need: three bools saying which of
-    (dx, dw, db) to compute -- the others are returned as None. cols: what conv2d_forward put in
-    its ``keep_cols`` list for this same x (empty or None: dw recomputes them).
+    (dx, dw, db) to compute -- the others are returned as None.
     """
     x, w, _ = check_conv_inputs(x, w, None)
     geom = geometry(w.shape[2:], stride, padding, dilation)
@@ -447,6 +516,6 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, need=(True,
     k = conv_kernels(backend)
     gs = k.wrap(g)
     dx = k.input_grad(gs, k.wrap(w), x.shape[2:], geom) if need[0] else None
-    dw = k.weight_grad(gs, k.wrap(x), geom, cols) if need[1] else None
+    dw = k.weight_grad(gs, k.wrap(x), geom) if need[1] else None
     db = k.bias_grad(gs) if need[2] else None
     return tuple(None if r is None else k.unwrap(r, grad_out, x, w) for r in (dx, dw, db))

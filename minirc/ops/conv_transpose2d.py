@@ -68,8 +68,7 @@ def conv_transpose2d_backward(grad_out, x, w, stride=1, padding=0, output_paddin
     g = check_grad_out(grad_out, x, (x.shape[0], w.shape[1], *out_hw), "the transposed convolution")
     k = conv_kernels(backend)
     gs, xs, ws = k.wrap(g), k.wrap(x), k.wrap(w)
-    cols = []  # the cols of grad_out that dx builds are the ones dw needs: built once
-    dx = k.forward(gs, ws, geom, cols) if need[0] else None
-    dw = k.weight_grad(xs, gs, geom, cols) if need[1] else None
+    dx = k.forward(gs, ws, geom) if need[0] else None
+    dw = k.weight_grad(xs, gs, geom) if need[1] else None
     db = k.bias_grad(gs) if need[2] else None
     return tuple(None if r is None else k.unwrap(r, grad_out, x, w) for r in (dx, dw, db))

@@ -1,4 +1,4 @@
-"""``np.dot`` for the cpu backend, its work split over a few sleeping Python threads.
+"""``a @ b`` for the cpu backend, its work split over a few sleeping Python threads.
 
 minirc limits OpenBLAS to one thread (:mod:`minirc._threads`): OpenBLAS's own workers spin between
 calls and, on a 2-core machine, starve Numba's kernels -- a training step ran 5x slower with them.
@@ -44,8 +44,8 @@ def gemm_threads() -> int:
     return max(1, min(cores, MAX_DEFAULT_THREADS))
 
 
-def _executor(threads):
-    """The pool of threads - 1 workers (the calling thread takes a band itself)."""
+def gemm_executor(threads):
+    """The pool of threads - 1 workers (the calling thread takes a share itself); conv2d uses it too."""
     global _pool, _pool_workers
     if _pool is None or _pool_workers != threads - 1:
         if _pool is not None:
@@ -62,20 +62,21 @@ def _bands(n, parts):
 def split_dot(a, b, out=None):
     """``a @ b`` for 2-D arrays (views with a transpose are fine), into ``out`` when given.
 
-    out: C-contiguous (M, N) of the result dtype, as ``np.dot`` wants. Small products (fewer than
-    MIN_SPLIT_WORK multiply-adds) and ``MINIRC_GEMM_THREADS=1`` call ``np.dot`` directly.
+    out: (M, N) of the result dtype; a view with a row stride (a band of an output's columns) is
+    fine, ``np.matmul`` hands it to BLAS as it is. Small products (fewer than MIN_SPLIT_WORK
+    multiply-adds) and ``MINIRC_GEMM_THREADS=1`` are one ``np.matmul``.
     """
     (m, k), n = a.shape, b.shape[1]
     threads = gemm_threads()
     if threads < 2 or m * n * k < MIN_SPLIT_WORK:
-        return np.dot(a, b, out=out)
+        return np.matmul(a, b, out=out)
     if out is None:
         out = np.empty((m, n), dtype=np.result_type(a, b))
     if n >= m:  # wide output: bands of columns, each reading a slice of b and all of (small) a
         jobs = [(np.matmul, a, b[:, lo:hi], out[:, lo:hi]) for lo, hi in _bands(n, threads)]
     else:       # tall output: bands of rows, contiguous in out
-        jobs = [(np.dot, a[lo:hi], b, out[lo:hi]) for lo, hi in _bands(m, threads)]
-    pending = [_executor(threads).submit(fn, x, y, out=z) for fn, x, y, z in jobs[1:]]
+        jobs = [(np.matmul, a[lo:hi], b, out[lo:hi]) for lo, hi in _bands(m, threads)]
+    pending = [gemm_executor(threads).submit(fn, x, y, out=z) for fn, x, y, z in jobs[1:]]
     jobs[0][0](jobs[0][1], jobs[0][2], out=jobs[0][3])  # the calling thread takes the first band
     for p in pending:
         p.result()

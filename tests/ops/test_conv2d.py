@@ -74,8 +74,10 @@ def test_backends_match_reference(backend, case, rng):
 
 @pytest.mark.parametrize("block_columns", [3, 7, 30, 500])
 def test_cpu_blocks_match_reference(monkeypatch, block_columns, rng):
-    # tiny blocks force bands of output rows (3, 7) and several images per block (30, 500)
-    monkeypatch.setattr(conv_mod, "_BLOCK_COLUMNS", block_columns)
+    # tiny blocks force bands of output rows (3, 7) and several images per block (30, 500); each
+    # column of cols is C*kh*kw = 18 float32 values here
+    monkeypatch.setattr(conv_mod, "_BLOCK_BYTES", block_columns * 18 * 4)
+    monkeypatch.setattr(conv_mod, "_MIN_THREADED_WORK", 0)  # and the blocks shared among threads
     x, w, b, g, geom = _random_case((3, 2, 6, 5, 3, 3, 3, 1, 1, 1), rng)
     np.testing.assert_allclose(conv2d_forward(x, w, b, *geom, backend="cpu"),
                                conv2d_forward(x, w, b, *geom, backend="numpy"), rtol=1e-5, atol=1e-5)
@@ -84,26 +86,26 @@ def test_cpu_blocks_match_reference(monkeypatch, block_columns, rng):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("host", ["numpy", "cpu"])
-@pytest.mark.parametrize("block_columns", [7, 4096])
-def test_kept_cols_give_the_same_weight_grad(monkeypatch, host, block_columns, rng):
-    # the forward's im2col matrices, handed to the backward, replace recomputing them: same bits
-    monkeypatch.setattr(conv_mod, "_BLOCK_COLUMNS", block_columns)
+def test_band_heights_differ_by_at_most_one_row(monkeypatch):
+    monkeypatch.setattr(conv_mod, "_BLOCK_BYTES", 4 * 10 * 28)  # 28 columns of 10 rows: 2 rows of 14
+    blocks = conv_mod._blocks(2, 11, 14, 10, 4)
+    # 11 rows at most 2 high: 6 bands, edges 11 * i // 6 = 0, 1, 3, 5, 7, 9, 11
+    assert [(n0, n1, r0, r1) for n0, n1, r0, r1 in blocks[:6]] == [
+        (0, 1, 0, 1), (0, 1, 1, 3), (0, 1, 3, 5), (0, 1, 5, 7), (0, 1, 7, 9), (0, 1, 9, 11)]
+    assert [(n0, n1) for n0, n1, _, _ in blocks] == [(0, 1)] * 6 + [(1, 2)] * 6
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_cpu_result_does_not_depend_on_the_thread_count(monkeypatch, threads, rng):
+    # the weight gradient sums blocks in fixed groups, whichever thread runs them: same bits
+    monkeypatch.setattr(conv_mod, "_BLOCK_BYTES", 7 * 18 * 4)
+    monkeypatch.setattr(conv_mod, "_MIN_THREADED_WORK", 0)
     x, w, b, g, geom = _random_case((3, 2, 6, 5, 3, 3, 3, 1, 1, 1), rng)
-    kept = []
-    conv2d_forward(x, w, b, *geom, backend=host, keep_cols=kept)
-    assert kept
-    with_cols = conv2d_backward(g, x, w, *geom, backend=host, cols=kept)
-    for a, b in zip(with_cols, conv2d_backward(g, x, w, *geom, backend=host)):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_big_cols_are_not_kept(monkeypatch, rng):
-    monkeypatch.setattr(conv_mod, "KEEP_COLS_BYTES", 100)
-    x, w, b, _, geom = _random_case((3, 2, 6, 5, 3, 3, 3, 1, 1, 1), rng)
-    kept = []
-    conv2d_forward(x, w, b, *geom, backend="cpu", keep_cols=kept)
-    assert kept == []
+    monkeypatch.setenv("MINIRC_GEMM_THREADS", "1")
+    want = conv2d_backward(g, x, w, *geom, backend="cpu")
+    monkeypatch.setenv("MINIRC_GEMM_THREADS", threads)
+    for got, ref in zip(conv2d_backward(g, x, w, *geom, backend="cpu"), want):
+        np.testing.assert_array_equal(got, ref)
 
 
 def test_cpu_backward_is_deterministic(rng):

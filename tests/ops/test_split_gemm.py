@@ -1,4 +1,4 @@
-"""split_dot: a large np.dot cut into bands over our own threads gives np.dot's numbers."""
+"""split_dot: a large product cut into bands over our own threads gives np.matmul's numbers."""
 import numpy as np
 import pytest
 
@@ -41,9 +41,9 @@ def test_transposed_views_are_read_in_place(threads):
     np.testing.assert_allclose(split_dot(a_t.T, b_t.T), a_t.T @ b_t.T, rtol=1e-5, atol=1e-4)
 
 
-def test_one_thread_and_small_products_call_np_dot_whole(monkeypatch):
+def test_one_thread_and_small_products_are_one_matmul(monkeypatch):
     calls = []
-    monkeypatch.setattr(split_gemm, "_executor", lambda n: calls.append(n))
+    monkeypatch.setattr(split_gemm, "gemm_executor", lambda n: calls.append(n))
     monkeypatch.setenv(split_gemm.THREADS_VAR, "1")
     a = np.ones((64, 64), np.float32)
     split_dot(np.ones((512, 512), np.float32), np.ones((512, 512), np.float32))

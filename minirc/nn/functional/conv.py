@@ -15,7 +15,7 @@ d bias             g summed over (N, H, W)         g summed over (N, H, W)
 """
 from __future__ import annotations
 
-from minirc.autograd import Function, is_grad_enabled
+from minirc.autograd import Function
 from minirc.backend import get_backend
 from minirc.cuda_utils import is_device_array
 from minirc.ops.conv2d import conv2d_backward, conv2d_forward
@@ -32,16 +32,13 @@ class Conv2d(Function):
         ctx.backend = get_backend()
         ctx.geometry = (stride, padding, dilation)
         ctx.save_for_backward(x, w)
-        # the weight gradient needs the forward's im2col matrices again: keep them (up to a size)
-        ctx.cols = [] if ctx.needs_grad[1] and is_grad_enabled() else None
-        return conv2d_forward(x, w, b, stride, padding, dilation, backend=ctx.backend, keep_cols=ctx.cols)
+        return conv2d_forward(x, w, b, stride, padding, dilation, backend=ctx.backend)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, w = ctx.saved
         grads = conv2d_backward(_as_dtype(grad_out, x.dtype), x, w, *ctx.geometry,
-                                need=ctx.needs_grad[:3], backend=ctx.backend, cols=ctx.cols)
-        ctx.cols = None  # freed as soon as used (a graph is backwarded once)
+                                need=ctx.needs_grad[:3], backend=ctx.backend)
         return (*grads, None, None, None)
 
 
