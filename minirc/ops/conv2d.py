@@ -91,7 +91,8 @@ def _weight_grad_numpy(g, x, geom):
 # in a scratch buffer that belongs to the thread and multiplied at once; the blocks are shared among
 # minirc's GEMM threads (minirc.ops.split_gemm), so the im2col copies run on every core, not one,
 # and no fresh memory is faulted in per call. It replaced building all of cols with one thread and
-# then splitting the GEMM: 3x3 convs of bench_conv.py 1.3-1.7x faster at stride 1 (docs/conv.md).
+# then splitting the GEMM: stride-1 3x3 convs of bench_conv.py ran 1.0-2.3x faster with two threads
+# and 1.1-1.5x with one (docs/conv.md).
 # 1 to 16 MiB blocks measured alike within the noise of the shared machine; 4 MiB was kept.
 _BLOCK_BYTES = 4 * 2**20
 # col2im (dx of a strided conv) takes bigger blocks: there each block is one GEMM split over the
