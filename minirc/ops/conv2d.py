@@ -23,7 +23,6 @@ See docs/conv.md for the derivation and the measured speed.
 """
 from __future__ import annotations
 
-import threading
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -34,7 +33,8 @@ from minirc.cuda_utils import blocks_for, device_zeros, like_input, to_device
 # Geometry is re-exported: im2col_numpy takes one, and notebook 01 imports both from this module
 from minirc.ops._conv_args import Geometry, check_conv_inputs, check_grad_out, geometry, output_size  # noqa: F401
 from minirc.ops.matmul import gemm_cuda_device
-from minirc.ops.split_gemm import MIN_SPLIT_WORK, gemm_executor, gemm_threads, split_dot
+from minirc.ops._conv_blocks import GROUPS, blocks, each_block, im2col_blocks, scratch
+from minirc.ops.split_gemm import split_dot
 
 
 # ---- NumPy reference: the spec -------------------------------------------------------------------
@@ -86,40 +86,10 @@ def _weight_grad_numpy(g, x, geom):
 
 
 # ---- Numba CPU ----------------------------------------------------------------------------------
-# Work is cut into *blocks* of output columns -- bands of output rows of one image, or several whole
-# small images -- whose cols (C*kh*kw x columns) take about _BLOCK_BYTES. Each block's cols are built
-# in a scratch buffer that belongs to the thread and multiplied at once; the blocks are shared among
-# minirc's GEMM threads (minirc.ops.split_gemm), so the im2col copies run on every core, not one,
-# and no fresh memory is faulted in per call. It replaced building all of cols with one thread and
-# then splitting the GEMM: stride-1 3x3 convs of bench_conv.py ran 1.0-2.3x faster with two threads
-# and 1.1-1.5x with one (docs/conv.md).
-# 1 to 16 MiB blocks measured alike within the noise of the shared machine; 4 MiB was kept.
-_BLOCK_BYTES = 4 * 2**20
+# im2col and its product run block by block, the blocks shared among threads (ops/_conv_blocks.py).
 # col2im (dx of a strided conv) takes bigger blocks: there each block is one GEMM split over the
 # threads and one parallel Numba kernel, and small blocks made that 1.3-2x slower
 _COL2IM_BLOCK_COLUMNS = 4096
-# The weight gradient is a sum over blocks. Blocks are dealt round robin to _GROUPS accumulators,
-# each summed in block order by one thread, and the accumulators are added in order at the end: the
-# same bits whatever the thread count.
-_GROUPS = 4
-# below this many multiply-adds a conv runs on the calling thread alone (as split_gemm.MIN_SPLIT_WORK)
-_MIN_THREADED_WORK = MIN_SPLIT_WORK
-# a conv is cut into more blocks than _BLOCK_BYTES asks for, to give every thread work, only down
-# to this many columns a block: narrower products ran slower than one product split by split_dot
-# (the 4x4 maps of the demo model's last stage)
-_MIN_SHARED_COLUMNS = 256
-
-_scratch_space = threading.local()
-
-
-def _scratch(shape, dtype):
-    """A (shape, dtype) array in this thread's scratch buffer, grown as needed and never freed: no
-    fresh pages to fault in at every block. Its contents are gone at the thread's next call."""
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buf = getattr(_scratch_space, "buf", None)
-    if buf is None or buf.size < nbytes:
-        buf = _scratch_space.buf = np.empty(nbytes, dtype=np.uint8)
-    return buf[:nbytes].view(dtype).reshape(shape)
 
 
 @njit(cache=True)
@@ -156,23 +126,6 @@ def _col2im_cpu_kernel(dcols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, wo
                             dst[ow * sw + shift] += src[ow]
 
 
-def _blocks(n, ho, wo, rows_of_cols, itemsize, columns=None):
-    """(n0, n1, r0, r1) blocks of about _BLOCK_BYTES of cols (or of ``columns`` columns), in order.
-
-    rows_of_cols: C*kh*kw. A big image is cut into bands of equal height (to within a row); small
-    images are grouped, whole, several to a block.
-    """
-    if columns is None:
-        columns = max(1, _BLOCK_BYTES // max(rows_of_cols * itemsize, 1))
-    rows = max(1, columns // max(wo, 1))
-    if rows < ho:  # big images: bands of output rows, one image at a time
-        parts = -(-ho // rows)
-        edges = [ho * i // parts for i in range(parts + 1)]
-        return [(k, k + 1, lo, hi) for k in range(n) for lo, hi in zip(edges[:-1], edges[1:])]
-    per = max(1, columns // max(ho * wo, 1))  # small images: several whole images per block
-    return [(k, min(k + per, n), 0, ho) for k in range(0, n, per)]
-
-
 def _padded(x, geom):
     """x with its zero padding written out (x itself when there is none): im2col's input."""
     if geom.ph == 0 and geom.pw == 0:
@@ -197,43 +150,9 @@ def _cols_cpu(xp, blk, geom, wo):
     taps = np.lib.stride_tricks.as_strided(
         xp[n0:n1, :, r0 * geom.sh:], shape=(c, geom.kh, geom.kw, n1 - n0, r1 - r0, wo),
         strides=(s_c, s_h * geom.dh, s_w * geom.dw, s_n, s_h * geom.sh, s_w * geom.sw), writeable=False)
-    cols = _scratch((c * geom.kh * geom.kw, (n1 - n0) * (r1 - r0) * wo), xp.dtype)
+    cols = scratch((c * geom.kh * geom.kw, (n1 - n0) * (r1 - r0) * wo), xp.dtype)
     np.copyto(cols.reshape(taps.shape), taps)
     return cols
-
-
-def _im2col_blocks(n, ho, wo, rows_of_cols, out_channels, itemsize):
-    """The blocks of a conv run by _each_block, and its multiply-adds: a conv of at least
-    _MIN_THREADED_WORK multiply-adds gets at least _GROUPS blocks where the map allows, so that
-    every thread has one. Depends on the shapes alone, never on the thread count."""
-    total, work = n * ho * wo, n * ho * wo * rows_of_cols * out_channels
-    columns = max(1, _BLOCK_BYTES // max(rows_of_cols * itemsize, 1))
-    if work >= _MIN_THREADED_WORK:
-        columns = min(columns, max(_MIN_SHARED_COLUMNS, -(-total // _GROUPS)))
-    return _blocks(n, ho, wo, rows_of_cols, itemsize, columns), work
-
-
-def _each_block(blocks, multiply_adds, task):
-    """Run ``task(group, block, dot)`` for every block, over minirc's GEMM threads.
-
-    Block i belongs to group i % _GROUPS; each group's blocks run in order on one thread (so a
-    task may add into its group's accumulator without a lock). ``dot`` is the product the task
-    should use: one-thread ``np.matmul`` when the blocks are shared among threads, ``split_dot``
-    (which shares the product itself) when they all run on the calling thread -- a single block,
-    or fewer than _MIN_THREADED_WORK multiply-adds in all.
-    """
-    groups, pool_size = min(_GROUPS, len(blocks)), gemm_threads()
-    threads = min(pool_size, groups) if multiply_adds >= _MIN_THREADED_WORK else 1
-    dot = np.matmul if threads > 1 else split_dot
-
-    def run(first):
-        for grp in range(first, groups, threads):
-            for blk in blocks[grp::groups]:
-                task(grp, blk, dot)
-    pending = [gemm_executor(pool_size).submit(run, t) for t in range(1, threads)]
-    run(0)  # the calling thread takes the first share
-    for p in pending:
-        p.result()
 
 
 def _grad_block(g3, blk, wo):
@@ -263,7 +182,7 @@ def _forward_cpu(x, w, geom):
             dot(w2, cols, out=y[n0][:, r0 * wo: r1 * wo])
         else:
             y[n0:n1] = dot(w2, cols).reshape(o, n1 - n0, -1).transpose(1, 0, 2)
-    _each_block(*_im2col_blocks(n, ho, wo, w2.shape[1], o, x.itemsize), block_product)
+    each_block(*im2col_blocks(n, ho, wo, w2.shape[1], o, x.itemsize), block_product)
     return y.reshape(n, o, ho, wo)
 
 
@@ -295,7 +214,7 @@ def _input_grad_cpu(g, w, x_hw, geom):
             split_dot(w2t, g3[k], out=dx[k].reshape(c, -1))
         return dx
     dx = np.zeros((n, c, *x_hw), dtype=g.dtype)
-    for blk in _blocks(n, ho, wo, w2t.shape[0], g.itemsize, columns=_COL2IM_BLOCK_COLUMNS):
+    for blk in blocks(n, ho, wo, _COL2IM_BLOCK_COLUMNS):
         dcols = split_dot(w2t, _grad_block(g3, blk, wo))  # (CK, columns)
         _col2im_cpu_kernel(dcols, *blk, *geom, wo, dx)
     return dx
@@ -311,14 +230,14 @@ def _weight_grad_cpu(g, x, geom):
             dw_t += split_dot(x[k].reshape(c, -1), g3[k].T)
         return np.ascontiguousarray(dw_t.T).reshape(o, c, 1, 1)
     xp = _padded(x, geom)
-    blocks, work = _im2col_blocks(n, ho, wo, ck, o, x.itemsize)
-    partial = np.zeros((min(_GROUPS, len(blocks)), ck, o), dtype=g.dtype)
+    block_list, work = im2col_blocks(n, ho, wo, ck, o, x.itemsize)
+    partial = np.zeros((min(GROUPS, len(block_list)), ck, o), dtype=g.dtype)
 
     def block_product(grp, blk, dot):
         # dw^T += cols @ g^T: the same product as g @ cols^T, but OpenBLAS ran this orientation
         # (long rows of cols, few output channels) faster in our measurements (docs/conv.md)
         partial[grp] += dot(_cols_cpu(xp, blk, geom, wo), _grad_block(g3, blk, wo).T)
-    _each_block(blocks, work, block_product)
+    each_block(block_list, work, block_product)
     dw_t = np.zeros((ck, o), dtype=g.dtype)
     for p in partial:  # in group order: the same sum whatever the thread count
         dw_t += p

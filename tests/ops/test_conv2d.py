@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import minirc.ops.conv2d as conv_mod
+import minirc.ops._conv_blocks as conv_blocks
 from minirc.ops.conv2d import conv2d_backward, conv2d_forward
 
 X9 = np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3)  # [[1 2 3] [4 5 6] [7 8 9]]
@@ -76,8 +76,8 @@ def test_backends_match_reference(backend, case, rng):
 def test_cpu_blocks_match_reference(monkeypatch, block_columns, rng):
     # tiny blocks force bands of output rows (3, 7) and several images per block (30, 500); each
     # column of cols is C*kh*kw = 18 float32 values here
-    monkeypatch.setattr(conv_mod, "_BLOCK_BYTES", block_columns * 18 * 4)
-    monkeypatch.setattr(conv_mod, "_MIN_THREADED_WORK", 0)  # and the blocks shared among threads
+    monkeypatch.setattr(conv_blocks, "BLOCK_BYTES", block_columns * 18 * 4)
+    monkeypatch.setattr(conv_blocks, "MIN_THREADED_WORK", 0)  # and the blocks shared among threads
     x, w, b, g, geom = _random_case((3, 2, 6, 5, 3, 3, 3, 1, 1, 1), rng)
     np.testing.assert_allclose(conv2d_forward(x, w, b, *geom, backend="cpu"),
                                conv2d_forward(x, w, b, *geom, backend="numpy"), rtol=1e-5, atol=1e-5)
@@ -86,9 +86,8 @@ def test_cpu_blocks_match_reference(monkeypatch, block_columns, rng):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_band_heights_differ_by_at_most_one_row(monkeypatch):
-    monkeypatch.setattr(conv_mod, "_BLOCK_BYTES", 4 * 10 * 28)  # 28 columns of 10 rows: 2 rows of 14
-    blocks = conv_mod._blocks(2, 11, 14, 10, 4)
+def test_band_heights_differ_by_at_most_one_row():
+    blocks = conv_blocks.blocks(2, 11, 14, 28)  # 28 columns: 2 rows of 14
     # 11 rows at most 2 high: 6 bands, edges 11 * i // 6 = 0, 1, 3, 5, 7, 9, 11
     assert [(n0, n1, r0, r1) for n0, n1, r0, r1 in blocks[:6]] == [
         (0, 1, 0, 1), (0, 1, 1, 3), (0, 1, 3, 5), (0, 1, 5, 7), (0, 1, 7, 9), (0, 1, 9, 11)]
@@ -98,8 +97,8 @@ def test_band_heights_differ_by_at_most_one_row(monkeypatch):
 @pytest.mark.parametrize("threads", ["1", "2", "3"])
 def test_cpu_result_does_not_depend_on_the_thread_count(monkeypatch, threads, rng):
     # the weight gradient sums blocks in fixed groups, whichever thread runs them: same bits
-    monkeypatch.setattr(conv_mod, "_BLOCK_BYTES", 7 * 18 * 4)
-    monkeypatch.setattr(conv_mod, "_MIN_THREADED_WORK", 0)
+    monkeypatch.setattr(conv_blocks, "BLOCK_BYTES", 7 * 18 * 4)
+    monkeypatch.setattr(conv_blocks, "MIN_THREADED_WORK", 0)
     x, w, b, g, geom = _random_case((3, 2, 6, 5, 3, 3, 3, 1, 1, 1), rng)
     monkeypatch.setenv("MINIRC_GEMM_THREADS", "1")
     want = conv2d_backward(g, x, w, *geom, backend="cpu")
