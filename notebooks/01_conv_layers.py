@@ -189,6 +189,33 @@ times["Numba + BLAS (cpu)"] = best_time(lambda: conv2d_forward(x, w, None, 1, 1,
 print("cpu vs NumPy reference, max |difference|:", np.abs(y_cpu - reference).max())
 
 # %% [markdown]
+# ### Fewer multiplications: Winograd F(2x2, 3x3)
+#
+# For a 3x3, stride-1 conv with enough channels and work (this one at full size: 32 channels, 2
+# images of 32x32; the small fast-mode run takes im2col) the `"cpu"` backend does not even
+# multiply `W @ cols`. Winograd's minimal filtering computes a 2x2
+# tile of outputs from a 4x4 input patch `d` as `A^T [(G g G^T) * (B^T d B)] A`: 16
+# multiplications instead of 36. Summed over channels, each of the 16 positions is one matrix
+# product `U[k] (O x C) @ V[k] (C x tiles)`, so the GEMM work falls 2.25x and the transforms are
+# only additions (`minirc/ops/_winograd.py`, `docs/conv.md`). Here is one tile by hand, checked
+# against the direct sum: the numbers differ by float rounding only.
+
+# %%
+from minirc.ops import _winograd  # noqa: E402
+
+BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
+AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+patch = np.pad(x[0, 0].astype(np.float64), 1)[:4, :4]  # the padded input under output tile (0, 0)
+kernel = w[0, 0].astype(np.float64)
+tile = AT @ ((_winograd.G @ kernel @ _winograd.G.T) * (BT @ patch @ BT.T)) @ AT.T
+direct = np.array([[np.sum(patch[i:i + 3, j:j + 3] * kernel) for j in range(2)] for i in range(2)])
+print("Winograd tile (one channel pair):\n", tile.round(6), "\ndirect 3x3 sums:\n", direct.round(6))
+print("multiplications per tile and channel pair: Winograd 16, direct", 2 * 2 * 9)
+uses_winograd = _winograd.applies(Geometry(3, 3, 1, 1, 1, 1, 1, 1), x.shape[1], w.shape[0],
+                                  x.shape[0] * x.shape[2] * x.shape[3])
+print("the cpu backend takes this route for x", x.shape, ":", uses_winograd)
+
+# %% [markdown]
 # ## Rung 4: CUDA
 #
 # On a GPU, minirc launches one thread per element of `cols` (im2col), then a **tiled GEMM**: each

@@ -35,13 +35,17 @@ MIN_SHARED_COLUMNS = 256
 _scratch_space = threading.local()
 
 
-def scratch(shape, dtype):
-    """A (shape, dtype) array in this thread's scratch buffer, grown as needed and never freed: no
-    fresh pages to fault in at every block. Its contents are gone at the thread's next call."""
+def scratch(shape, dtype, slot=0):
+    """A (shape, dtype) array in this thread's scratch buffer number ``slot``, grown as needed and
+    never freed: no fresh pages to fault in at every block. Its contents are gone at the thread's
+    next call with the same slot."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buf = getattr(_scratch_space, "buf", None)
+    buffers = getattr(_scratch_space, "buffers", None)
+    if buffers is None:
+        buffers = _scratch_space.buffers = {}
+    buf = buffers.get(slot)
     if buf is None or buf.size < nbytes:
-        buf = _scratch_space.buf = np.empty(nbytes, dtype=np.uint8)
+        buf = buffers[slot] = np.empty(nbytes, dtype=np.uint8)
     return buf[:nbytes].view(dtype).reshape(shape)
 
 
