@@ -47,7 +47,12 @@ CASES = [  # (N, C, H, W, O, kh, kw, stride, padding, dilation)
     # stride 1: the cpu dx is a correlation of g with the flipped kernel, padded d(k-1) - p ...
     (2, 3, 6, 5, 4, 3, 2, 1, (0, 1), (2, 1)),
     (1, 2, 5, 5, 3, 1, 3, 1, (0, 1), 1),
-    (1, 2, 4, 4, 2, 3, 3, 1, 3, 1),  # ... except where p > d(k-1): col2im again
+    (1, 2, 4, 4, 2, 3, 3, 1, 3, 1),  # ... except where p > d(k-1): one correlation, g sliced
+    # undilated strided convs: dx as stride^2 phase correlations (odd sizes, empty phases)
+    (2, 3, 7, 6, 4, 3, 3, 2, 1, 1),
+    (1, 2, 6, 5, 3, 1, 1, 2, 0, 1),  # 1x1 stride 2: three of four phases get no tap
+    (2, 2, 7, 8, 3, 2, 3, (3, 2), (1, 0), 1),
+    (1, 2, 5, 5, 2, 3, 3, 2, 2, 1),
 ]
 
 
