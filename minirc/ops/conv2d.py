@@ -5,7 +5,7 @@ Shape shorthand: x (N, C, H, W) input, w (O, C, kh, kw) weight, b (O,) bias, y (
 
     y[n, o, oh, ow] = b[o] + sum_{c, i, j} w[o, c, i, j] * x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]
 
-(taps that fall in the zero padding contribute nothing). Every backend computes it as a matrix
+(taps that fall in the zero padding contribute nothing). The reference computes it as a matrix
 product through *im2col*: ``cols[n]`` is a (C*kh*kw, Ho*Wo) matrix whose row ``(c, i, j)`` holds the
 input pixel that tap (i, j) of channel c sees at each output position, so ``y[n] = W @ cols[n]``
 with ``W = w.reshape(O, C*kh*kw)``. The backward pass is two more matrix products:
@@ -16,8 +16,9 @@ with ``W = w.reshape(O, C*kh*kw)``. The backward pass is two more matrix product
 
 Backends: "numpy" (the reference: im2col by slicing, one loop over kernel taps), "cpu" (im2col
 as a strided NumPy copy and a BLAS product per block of output columns, blocks shared among
-threads; a Numba col2im kernel parallel over planes of dx),
-"cuda" (one thread per cols element for im2col, the tiled GEMM of :mod:`minirc.ops.matmul`, and a
+threads; Winograd F(2x2, 3x3) for big 3x3 stride-1 convs, :mod:`minirc.ops._winograd`; dx of a
+stride-1 conv as a conv of g, of a strided one as one conv of g per output phase, col2im only
+for dilated strided convs), "cuda" (one thread per cols element for im2col, the tiled GEMM of :mod:`minirc.ops.matmul`, and a
 col2im in which each input pixel *gathers* its contributions: deterministic, no atomics).
 See docs/conv.md for the derivation and the measured speed.
 """
