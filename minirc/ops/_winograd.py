@@ -124,7 +124,7 @@ def _output_tiles(m, n0, n1, r0, r1, tw, y):
 
 
 def conv2d_winograd(x, w, geom):
-    """y = conv2d(x, w) (no bias) for a 3x3, stride-1, undilated geom: x (N, C, H, W) -> (N, O, Ho, Wo)."""
+    """y = conv2d(x, w), no bias, for a 3x3 stride-1 undilated geom: (N, C, H, W) -> (N, O, Ho, Wo)."""
     (n, c, h, wd), o = x.shape, w.shape[0]
     ho, wo = geom.out_size(h, wd)
     th, tw = (ho + 1) // 2, (wo + 1) // 2  # tiles per column and row; the last may hang over

@@ -18,8 +18,9 @@ Backends: "numpy" (the reference: im2col by slicing, one loop over kernel taps),
 as a strided NumPy copy and a BLAS product per block of output columns, blocks shared among
 threads; Winograd F(2x2, 3x3) for big 3x3 stride-1 convs, :mod:`minirc.ops._winograd`; dx of a
 stride-1 conv as a conv of g, of a strided one as one conv of g per output phase, col2im only
-for dilated strided convs), "cuda" (one thread per cols element for im2col, the tiled GEMM of :mod:`minirc.ops.matmul`, and a
-col2im in which each input pixel *gathers* its contributions: deterministic, no atomics).
+for dilated strided convs), "cuda" (one thread per cols element for im2col, the tiled GEMM of
+:mod:`minirc.ops.matmul`, and a col2im in which each input pixel *gathers* its contributions:
+deterministic, no atomics).
 See docs/conv.md for the derivation and the measured speed.
 """
 from __future__ import annotations
@@ -210,6 +211,8 @@ def _input_grad_cpu(g, w, x_hw, geom):
         # im2col of g and one GEMM with K = O*kh*kw replaces a GEMM with K = O (narrow, slow in
         # OpenBLAS) followed by the read-modify-write scatter of col2im (docs/conv.md)
         return _forward_cpu(g, np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]), full)
+    if (geom.dh, geom.dw) == (1, 1) and not geom.is_pointwise():
+        return _input_grad_by_phases(g, w, x_hw, geom)  # strided, or padded beyond the kernel
     w2t = np.ascontiguousarray(w.reshape(o, -1).T)           # (CK, O), small: copied once
     g3 = g.reshape(n, o, ho * wo)
     if geom.is_pointwise():
@@ -217,8 +220,6 @@ def _input_grad_cpu(g, w, x_hw, geom):
         for k in range(n):
             split_dot(w2t, g3[k], out=dx[k].reshape(c, -1))
         return dx
-    if (geom.dh, geom.dw) == (1, 1):  # strided, or padded beyond the kernel: one conv per phase
-        return _input_grad_by_phases(g, w, x_hw, geom)
     # dilated and strided: the GEMM with K = O, then col2im
     dx = np.zeros((n, c, *x_hw), dtype=g.dtype)
     for blk in blocks(n, ho, wo, _COL2IM_BLOCK_COLUMNS):
