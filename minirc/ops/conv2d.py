@@ -167,28 +167,42 @@ def _grad_block(g3, blk, wo):
     return g3[n0:n1].transpose(1, 0, 2).reshape(g3.shape[1], -1)
 
 
-def _forward_cpu(x, w, geom):
+def _forward_cpu(x, w, geom, out=None):
+    """y = conv2d(x, w), no bias. x may be a strided view (the im2col copy reads it as it is).
+
+    out: None, or an (N, O, Ho, Wo) view to write y into (any strides: a phase of dx), each block
+    by the thread that computed it.
+    """
     (n, c, h, wd), o = x.shape, w.shape[0]
     ho, wo = geom.out_size(h, wd)
     if winograd.applies(geom, c, o, n * ho * wo):  # 3x3 stride 1: 2.25x fewer multiplications
-        return winograd.conv2d_winograd(x, w, geom)
+        y = winograd.conv2d_winograd(x, w, geom)
+        if out is None:
+            return y
+        out[...] = y
+        return out
     w2 = w.reshape(o, -1)
-    y = np.empty((n, o, ho * wo), dtype=x.dtype)
-    if geom.is_pointwise():  # a 1x1 stride-1 conv is a plain matrix product: no copy at all
+    if geom.is_pointwise() and x.flags.c_contiguous and out is None:  # a plain matrix product
+        y = np.empty((n, o, ho * wo), dtype=x.dtype)
         for k in range(n):
             split_dot(w2, x[k].reshape(c, -1), out=y[k])
         return y.reshape(n, o, ho, wo)
     xp = _padded(x, geom)
+    y = np.empty((n, o, ho * wo), dtype=x.dtype) if out is None else None
 
     def block_product(_, blk, dot):
         n0, n1, r0, r1 = blk
         cols = _cols_cpu(xp, blk, geom, wo)
-        if n1 - n0 == 1:  # straight into the output rows of the band
+        if y is not None and n1 - n0 == 1:  # straight into the output rows of the band
             dot(w2, cols, out=y[n0][:, r0 * wo: r1 * wo])
+            return
+        block_y = dot(w2, cols).reshape(o, n1 - n0, r1 - r0, wo).transpose(1, 0, 2, 3)
+        if y is not None:
+            y[n0:n1] = block_y.reshape(n1 - n0, o, -1)
         else:
-            y[n0:n1] = dot(w2, cols).reshape(o, n1 - n0, -1).transpose(1, 0, 2)
+            out[n0:n1, :, r0:r1] = block_y
     each_block(*im2col_blocks(n, ho, wo, w2.shape[1], o, x.itemsize), block_product)
-    return y.reshape(n, o, ho, wo)
+    return out if y is None else y.reshape(n, o, ho, wo)
 
 
 def _full_correlation_geometry(geom):
@@ -273,8 +287,9 @@ def _input_grad_by_phases(g, w, x_hw, geom):
         window = gp[:, :, lo_h + e_h: lo_h + e_h + a + len(taps_h) - 1,
                     lo_w + e_w: lo_w + e_w + b + len(taps_w) - 1]
         sub = np.ascontiguousarray(w[:, :, taps_h][:, :, :, taps_w].transpose(1, 0, 2, 3))
-        dx[:, :, r::geom.sh, q::geom.sw] = _forward_cpu(
-            np.ascontiguousarray(window), sub, Geometry(len(taps_h), len(taps_w), 1, 1, 0, 0, 1, 1))
+        # the window is read in place and the phase written in place, block by block, on every thread
+        _forward_cpu(window, sub, Geometry(len(taps_h), len(taps_w), 1, 1, 0, 0, 1, 1),
+                     out=dx[:, :, r::geom.sh, q::geom.sw])
     return dx
 
 

@@ -77,13 +77,14 @@ def test_backends_match_reference(backend, case, rng):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("stride", [1, 2])  # 2: dx by phases, each written in place block by block
 @pytest.mark.parametrize("block_columns", [3, 7, 30, 500])
-def test_cpu_blocks_match_reference(monkeypatch, block_columns, rng):
+def test_cpu_blocks_match_reference(monkeypatch, block_columns, stride, rng):
     # tiny blocks force bands of output rows (3, 7) and several images per block (30, 500); each
     # column of cols is C*kh*kw = 18 float32 values here
     monkeypatch.setattr(conv_blocks, "BLOCK_BYTES", block_columns * 18 * 4)
     monkeypatch.setattr(conv_blocks, "MIN_THREADED_WORK", 0)  # and the blocks shared among threads
-    x, w, b, g, geom = _random_case((3, 2, 6, 5, 3, 3, 3, 1, 1, 1), rng)
+    x, w, b, g, geom = _random_case((3, 2, 7, 6, 3, 3, 3, stride, 1, 1), rng)
     np.testing.assert_allclose(conv2d_forward(x, w, b, *geom, backend="cpu"),
                                conv2d_forward(x, w, b, *geom, backend="numpy"), rtol=1e-5, atol=1e-5)
     for got, want in zip(conv2d_backward(g, x, w, *geom, backend="cpu"),
