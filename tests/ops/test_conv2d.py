@@ -188,3 +188,12 @@ def test_errors(kwargs, err, match):
 def test_grad_out_shape_error():
     with pytest.raises(ValueError, match=r"grad_out: expected shape \(1, 2, 3, 3\)"):
         conv2d_backward(np.ones((1, 2, 2, 2), np.float32), X9, W, padding=1)
+
+
+def test_phase_taps_of_a_3x3_stride_2_conv():
+    # padding 1: dx[2a] gets tap 1 from g[a]; dx[2a + 1] gets tap 2 from g[a] and tap 0 from g[a + 1]
+    from minirc.ops._conv_phases import phase_taps
+    assert phase_taps(7, 3, 2, 1, 0) == ([1], 0, 4)      # pixels 0, 2, 4, 6
+    assert phase_taps(7, 3, 2, 1, 1) == ([2, 0], 0, 3)   # pixels 1, 3, 5: g[a] w[2] + g[a+1] w[0]
+    taps, _, length = phase_taps(5, 1, 2, 0, 1)         # 1x1 stride 2: odd pixels get no tap
+    assert (taps, length) == ([], 2)
