@@ -1,11 +1,17 @@
 """The input gradient of an undilated strided convolution, one stride-1 correlation per output phase.
 
-Used by the cpu backend of :mod:`minirc.ops.conv2d` (and so by conv_transpose2d's forward, which is
-this gradient). Worked example, 3x3 kernel, stride 2, padding 1, along one axis: dx[2a] receives
-tap 1 from g[a]; dx[2a + 1] receives taps 2 and 0 from g[a] and g[a + 1]. So the even pixels of dx
-are a 1-tap correlation of g, the odd ones a 2-tap correlation, and in 2-D the four phases have
-1x1, 1x2, 2x1 and 2x2 sub-kernels: the 9 taps split among them, no tap computed twice and no
-scatter of overlapping contributions (col2im's read-modify-write).
+Worked example, 3x3 kernel, stride 2, padding 1, along one axis: dx[2a] receives tap 1 from g[a];
+dx[2a + 1] receives taps 2 and 0 from g[a] and g[a + 1]. So the even pixels of dx are a 1-tap
+correlation of g, the odd ones a 2-tap correlation, and in 2-D the four phases have 1x1, 1x2, 2x1
+and 2x2 sub-kernels: the 9 taps split among them, no tap computed twice and no scatter of
+overlapping contributions (col2im's read-modify-write).
+
+The cpu backend of :mod:`minirc.ops.conv2d` uses it where the kernel equals the stride (every pixel
+of dx gets exactly one tap per axis, as in the mask head's 2x2 stride-2 transposed conv, whose
+forward is this gradient): there each phase is one plain product and col2im's scatter is pure cost.
+For overlapping taps (3x3 stride 2) or gaps (1x1 stride 2) col2im measured faster
+(benchmarks/bench_conv_paths.py), so conv2d keeps col2im there; this function still computes those
+cases correctly, and the tests check it on them through ``phase_taps``.
 """
 from __future__ import annotations
 
@@ -34,8 +40,7 @@ def input_grad_by_phases(g, w, x_hw, geom, correlate):
     The pixels (r + sh*a, q + sw*b) of dx -- phase (r, q) -- receive only the taps (i, j) with
     i = r + ph mod sh, j = q + pw mod sw, each from one position of g: so each phase is a plain
     stride-1 correlation of g with a sub-kernel (channels swapped, taps reversed), computed like
-    any forward conv and written straight into its strided slice of dx. This replaced the narrow GEMM (inner size O) and the col2im scatter for
-    strided convs (docs/conv.md); for stride 1 it is the full correlation with any padding.
+    any forward conv and written straight into its strided slice of dx (docs/conv.md).
 
     g: (N, O, Ho, Wo); w: (O, C, kh, kw); x_hw: dx's (H, W); geom: the conv's Geometry, undilated.
     correlate: the backend's forward conv, ``correlate(x, w, geom, out=view)`` writing into ``out``.

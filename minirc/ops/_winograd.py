@@ -30,14 +30,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from minirc.ops._conv_blocks import each_block, im2col_blocks, scratch
+from minirc.ops._conv_blocks import MIN_SHARED_COLUMNS, each_block, im2col_blocks, scratch
 
 # G (4 x 3): the weight transform; U[a*4 + b] = sum_ij G[a, i] G[b, j] g[i, j] = kron(G, G) @ g.ravel()
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 _KRON_G = np.kron(G, G)  # (16, 9)
-# below this many multiply-adds of the direct conv, or with fewer input channels, im2col is as fast:
-# the transforms cost about as much as the im2col copy, and narrow GEMMs (inner size C) lose their
-# edge (measured on the demo model's 16-channel 32 px convs and 4x4 maps, docs/conv.md)
+# below this many multiply-adds of the direct conv, or with fewer input channels, im2col is as fast
+# or faster: the transforms cost about as much as the im2col copy, and narrow GEMMs (inner size C)
+# lose their edge. benchmarks/bench_conv_paths.py: 0.74-0.85x for 4x16x32x32 and 4x128x4x4 (9.4 M
+# multiply-adds), 1.10-1.52x on the shapes these thresholds admit (docs/conv.md)
 MIN_WORK = 2 ** 24
 MIN_CHANNELS = 32
 
@@ -142,7 +143,8 @@ def conv2d_winograd(x, w, geom):
         m = scratch((16, o, tiles), x.dtype, slot=1)
         np.matmul(u, v, out=m)  # the 16 products, one after another on this thread
         _output_tiles(m, n0, n1, r0, r1, tw, y)
-    # memory per tile column: 16*C floats of V; work: the 16 GEMMs' multiply-adds
-    block_list, _ = im2col_blocks(n, th, tw, 16 * c, o, x.itemsize)
+    # memory per tile column: 16*C floats of V; a tile is 4 outputs, so the threads share blocks
+    # down to a quarter of im2col's columns (a single block of a 4x64x16x16 conv ran 1.4x slower)
+    block_list, _ = im2col_blocks(n, th, tw, 16 * c, o, x.itemsize, min_shared=MIN_SHARED_COLUMNS // 4)
     each_block(block_list, n * th * tw * 16 * c * o, block)
     return y

@@ -17,8 +17,8 @@ with ``W = w.reshape(O, C*kh*kw)``. The backward pass is two more matrix product
 Backends: "numpy" (the reference: im2col by slicing, one loop over kernel taps), "cpu" (im2col
 as a strided NumPy copy and a BLAS product per block of output columns, blocks shared among
 threads; Winograd F(2x2, 3x3) for big 3x3 stride-1 convs, :mod:`minirc.ops._winograd`; dx of a
-stride-1 conv as a conv of g, of a strided one as one conv of g per output phase, col2im only
-for dilated strided convs), "cuda" (one thread per cols element for im2col, the tiled GEMM of
+stride-1 conv as a conv of g, of a conv whose kernel equals its stride as one product per
+output phase, col2im for the other strided convs), "cuda" (one thread per cols element for im2col, the tiled GEMM of
 :mod:`minirc.ops.matmul`, and a col2im in which each input pixel *gathers* its contributions:
 deterministic, no atomics).
 See docs/conv.md for the derivation and the measured speed.
@@ -91,8 +91,8 @@ def _weight_grad_numpy(g, x, geom):
 
 # ---- Numba CPU ----------------------------------------------------------------------------------
 # im2col and its product run block by block, the blocks shared among threads (ops/_conv_blocks.py).
-# col2im (dx of a strided conv) takes bigger blocks: there each block is one GEMM split over the
-# threads and one parallel Numba kernel, and small blocks made that 1.3-2x slower
+# col2im (dx of most strided convs) takes bigger blocks: there each block is one GEMM
+# split over the threads and one parallel Numba kernel, and small blocks made that 1.3-2x slower
 _COL2IM_BLOCK_COLUMNS = 4096
 
 
@@ -226,8 +226,11 @@ def _input_grad_cpu(g, w, x_hw, geom):
         # im2col of g and one GEMM with K = O*kh*kw replaces a GEMM with K = O (narrow, slow in
         # OpenBLAS) followed by the read-modify-write scatter of col2im (docs/conv.md)
         return _forward_cpu(g, np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]), full)
-    if (geom.dh, geom.dw) == (1, 1) and not geom.is_pointwise():
-        # strided, or padded beyond the kernel: one stride-1 correlation per phase of dx
+    if (geom.kh, geom.kw) == (geom.sh, geom.sw) != (1, 1) and (geom.dh, geom.dw) == (1, 1):
+        # kernel == stride (the mask head's 2x2 stride-2 transposed conv): every pixel of dx gets
+        # exactly one tap, each phase of dx is one plain product and col2im's scatter is pure cost
+        # (1.3-1.7x faster on two threads). Where taps overlap (3x3 stride 2) or leave gaps (1x1
+        # stride 2), the phases lost to col2im (0.77-0.92x, benchmarks/bench_conv_paths.py).
         return input_grad_by_phases(g, w, x_hw, geom, _forward_cpu)
     w2t = np.ascontiguousarray(w.reshape(o, -1).T)           # (CK, O), small: copied once
     g3 = g.reshape(n, o, ho * wo)
@@ -236,7 +239,7 @@ def _input_grad_cpu(g, w, x_hw, geom):
         for k in range(n):
             split_dot(w2t, g3[k], out=dx[k].reshape(c, -1))
         return dx
-    # dilated and strided: the GEMM with K = O, then col2im
+    # other strided or dilated convs: the GEMM with K = O, then col2im
     dx = np.zeros((n, c, *x_hw), dtype=g.dtype)
     for blk in blocks(n, ho, wo, _COL2IM_BLOCK_COLUMNS):
         dcols = split_dot(w2t, _grad_block(g3, blk, wo))  # (CK, columns)

@@ -48,11 +48,15 @@ CASES = [  # (N, C, H, W, O, kh, kw, stride, padding, dilation)
     (2, 3, 6, 5, 4, 3, 2, 1, (0, 1), (2, 1)),
     (1, 2, 5, 5, 3, 1, 3, 1, (0, 1), 1),
     (1, 2, 4, 4, 2, 3, 3, 1, 3, 1),  # ... except where p > d(k-1): one correlation, g sliced
-    # undilated strided convs: dx as stride^2 phase correlations (odd sizes, empty phases)
+    # strided convs: col2im (overlapping taps, gaps) ...
     (2, 3, 7, 6, 4, 3, 3, 2, 1, 1),
-    (1, 2, 6, 5, 3, 1, 1, 2, 0, 1),  # 1x1 stride 2: three of four phases get no tap
+    (1, 2, 6, 5, 3, 1, 1, 2, 0, 1),
     (2, 2, 7, 8, 3, 2, 3, (3, 2), (1, 0), 1),
     (1, 2, 5, 5, 2, 3, 3, 2, 2, 1),
+    # ... and kernel == stride: dx as stride^2 phase products (odd sizes, padding)
+    (2, 3, 8, 7, 4, 2, 2, 2, 0, 1),
+    (1, 2, 6, 6, 3, 2, 2, 2, 1, 1),
+    (1, 2, 9, 10, 2, 3, 2, (3, 2), (1, 0), 1),
 ]
 
 
@@ -77,14 +81,15 @@ def test_backends_match_reference(backend, case, rng):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("stride", [1, 2])  # 2: dx by phases, each written in place block by block
+@pytest.mark.parametrize("kernel_stride", [(3, 1), (2, 2)])  # (2, 2): dx by phases, written in place
 @pytest.mark.parametrize("block_columns", [3, 7, 30, 500])
-def test_cpu_blocks_match_reference(monkeypatch, block_columns, stride, rng):
+def test_cpu_blocks_match_reference(monkeypatch, block_columns, kernel_stride, rng):
     # tiny blocks force bands of output rows (3, 7) and several images per block (30, 500); each
-    # column of cols is C*kh*kw = 18 float32 values here
+    # column of cols is C*kh*kw = 18 float32 values for the 3x3 kernel
     monkeypatch.setattr(conv_blocks, "BLOCK_BYTES", block_columns * 18 * 4)
     monkeypatch.setattr(conv_blocks, "MIN_THREADED_WORK", 0)  # and the blocks shared among threads
-    x, w, b, g, geom = _random_case((3, 2, 7, 6, 3, 3, 3, stride, 1, 1), rng)
+    k, s = kernel_stride
+    x, w, b, g, geom = _random_case((3, 2, 7, 6, 3, k, k, s, 1, 1), rng)
     np.testing.assert_allclose(conv2d_forward(x, w, b, *geom, backend="cpu"),
                                conv2d_forward(x, w, b, *geom, backend="numpy"), rtol=1e-5, atol=1e-5)
     for got, want in zip(conv2d_backward(g, x, w, *geom, backend="cpu"),
