@@ -30,15 +30,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from minirc.ops._conv_blocks import MIN_SHARED_COLUMNS, each_block, im2col_blocks, scratch
+from minirc.ops._conv_blocks import MIN_SHARED_COLUMNS, each_block, im2col_blocks, padded_slab, scratch
 
 # G (4 x 3): the weight transform; U[a*4 + b] = sum_ij G[a, i] G[b, j] g[i, j] = kron(G, G) @ g.ravel()
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 _KRON_G = np.kron(G, G)  # (16, 9)
-# below this many multiply-adds of the direct conv, or with fewer input channels, im2col is as fast
-# or faster: the transforms cost about as much as the im2col copy, and narrow GEMMs (inner size C)
-# lose their edge. benchmarks/bench_conv_paths.py: 0.74-0.85x for 4x16x32x32 and 4x128x4x4 (9.4 M
-# multiply-adds), 1.10-1.52x on the shapes these thresholds admit (docs/conv.md)
+# below this many multiply-adds of the direct conv, or with fewer input channels, Winograd's gain is
+# small or lost: the transforms cost about as much as the im2col copy, and narrow GEMMs (inner size
+# C) lose their edge. benchmarks/bench_conv_paths.py, im2col time / Winograd time: 0.74-0.85 for
+# 4x16x32x32 and 4x128x4x4 (9.4 M multiply-adds) and 1.10-1.52 on the admitted shapes (first
+# measured); after im2col's per-block padding, 0.80-0.89 for 4x128x4x4, 0.92-1.55 for 4x16x32x32
+# (0.4 ms, noisy) and 1.09-1.63 on the admitted shapes (docs/conv.md)
 MIN_WORK = 2 ** 24
 MIN_CHANNELS = 32
 
@@ -129,17 +131,16 @@ def conv2d_winograd(x, w, geom):
     (n, c, h, wd), o = x.shape, w.shape[0]
     ho, wo = geom.out_size(h, wd)
     th, tw = (ho + 1) // 2, (wo + 1) // 2  # tiles per column and row; the last may hang over
-    # padded input with room for whole 4x4 patches: 2*th + 2 rows, 2*tw + 2 columns
-    xp = np.zeros((n, c, 2 * th + 2, 2 * tw + 2), dtype=x.dtype)
-    xp[:, :, geom.ph: geom.ph + h, geom.pw: geom.pw + wd] = x
     u = weight_transform(w)
     y = np.empty((n, o, ho, wo), dtype=x.dtype)
 
     def block(_, blk, __):
         n0, n1, r0, r1 = blk
         tiles = (n1 - n0) * (r1 - r0) * tw
+        # the padded rows of the block's 4x4 patches, 2*tw + 2 columns wide to hold whole patches
+        xp = padded_slab(x, n0, n1, 2 * r0, 2 * r1 + 2, geom.ph, geom.pw, 2 * tw + 2)
         v = scratch((16, c, tiles), x.dtype, slot=0)
-        _input_tiles(xp, n0, n1, r0, r1, tw, v)
+        _input_tiles(xp, 0, n1 - n0, 0, r1 - r0, tw, v)
         m = scratch((16, o, tiles), x.dtype, slot=1)
         np.matmul(u, v, out=m)  # the 16 products, one after another on this thread
         _output_tiles(m, n0, n1, r0, r1, tw, y)

@@ -17,8 +17,8 @@ with ``W = w.reshape(O, C*kh*kw)``. The backward pass is two more matrix product
 Backends: "numpy" (the reference: im2col by slicing, one loop over kernel taps), "cpu" (im2col
 as a strided NumPy copy and a BLAS product per block of output columns, blocks shared among
 threads; Winograd F(2x2, 3x3) for big 3x3 stride-1 convs, :mod:`minirc.ops._winograd`; dx of a
-stride-1 conv as a conv of g, of a conv whose kernel equals its stride as one product per
-output phase, col2im for the other strided convs), "cuda" (one thread per cols element for im2col, the tiled GEMM of
+stride-1 conv as a conv of g, of a strided or dilated conv by col2im in blocks of input channels
+shared among threads), "cuda" (one thread per cols element for im2col, the tiled GEMM of
 :mod:`minirc.ops.matmul`, and a col2im in which each input pixel *gathers* its contributions:
 deterministic, no atomics).
 See docs/conv.md for the derivation and the measured speed.
@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import numpy as np
-from numba import cuda, njit, prange
+from numba import cuda, njit, uint64
 
 from minirc.backend import get_backend
 from minirc.cuda_utils import blocks_for, device_zeros, like_input, to_device
@@ -36,8 +36,7 @@ from minirc.cuda_utils import blocks_for, device_zeros, like_input, to_device
 from minirc.ops._conv_args import Geometry, check_conv_inputs, check_grad_out, geometry, output_size  # noqa: F401
 from minirc.ops.matmul import gemm_cuda_device
 from minirc.ops import _winograd as winograd
-from minirc.ops._conv_blocks import GROUPS, blocks, each_block, im2col_blocks, scratch
-from minirc.ops._conv_phases import input_grad_by_phases
+from minirc.ops._conv_blocks import GROUPS, col2im_blocks, each_block, im2col_blocks, padded_slab, scratch
 from minirc.ops.split_gemm import split_dot
 
 
@@ -91,9 +90,7 @@ def _weight_grad_numpy(g, x, geom):
 
 # ---- Numba CPU ----------------------------------------------------------------------------------
 # im2col and its product run block by block, the blocks shared among threads (ops/_conv_blocks.py).
-# col2im (dx of most strided convs) takes bigger blocks: there each block is one GEMM
-# split over the threads and one parallel Numba kernel, and small blocks made that 1.3-2x slower
-_COL2IM_BLOCK_COLUMNS = 4096
+# The col2im of dx (strided and dilated convs) runs by blocks of input channels: see _input_grad_cpu.
 
 
 @njit(cache=True)
@@ -104,55 +101,56 @@ def _valid_range(n_out, n_in, stride, offset):
     return lo, max(lo, hi)
 
 
-@njit(cache=True, parallel=True)
-def _col2im_cpu_kernel(dcols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, wo, dx):
-    # dx += col2im(dcols) for images n0..n1-1, output rows r0..r1-1 (dx is zeroed by the caller,
-    # bands of rows overlap in dx). Each thread owns one (image, channel) plane of dx and adds its
-    # kh*kw rows of dcols in a fixed order: race-free and bit-for-bit deterministic, no atomics.
-    _, c_in, h, w = dx.shape
-    per_image = (r1 - r0) * wo
-    for t in prange((n1 - n0) * c_in):
-        n, c = n0 + t // c_in, t % c_in
-        for i in range(kh):
-            oh_lo, oh_hi = _valid_range(r1, h, sh, i * dh - ph)
-            for j in range(kw):
-                ow_lo, ow_hi = _valid_range(wo, w, sw, j * dw - pw)
-                shift = j * dw - pw
-                r = (c * kh + i) * kw + j
-                for oh in range(max(r0, oh_lo), oh_hi):
-                    start = (n - n0) * per_image + (oh - r0) * wo
-                    src = dcols[r, start: start + wo]
-                    dst = dx[n, c, oh * sh + i * dh - ph]
-                    if sw == 1:
-                        dst[ow_lo + shift: ow_hi + shift] += src[ow_lo:ow_hi]
-                    else:
-                        for ow in range(ow_lo, ow_hi):
-                            dst[ow * sw + shift] += src[ow]
+@njit(cache=True, nogil=True)
+def _col2im_planes_kernel(dcols, n0, n1, c0, c1, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, dx):
+    # dx[n, c] = col2im(dcols) for images n0..n1-1 and channels c0..c1-1, whose rows (c, i, j) and
+    # columns (n, oh, ow) dcols holds. Each plane is zeroed, then gets its kh*kw taps in a fixed
+    # order (bit-for-bit deterministic, no atomics) while it stays in cache. nogil: minirc's
+    # threads run blocks of planes side by side. Offsets are unsigned so that Numba drops its
+    # negative-index check and the inner loop vectorizes (2-5x faster than 2-D indexing).
+    h, w = dx.shape[2], dx.shape[3]
+    positions = ho * wo
+    for n in range(n0, n1):
+        for c in range(c0, c1):
+            plane = dx[n, c].reshape(h * w)
+            plane[:] = 0
+            for i in range(kh):
+                oh_lo, oh_hi = _valid_range(ho, h, sh, i * dh - ph)
+                for j in range(kw):
+                    ow_lo, ow_hi = _valid_range(wo, w, sw, j * dw - pw)
+                    src = dcols[((c - c0) * kh + i) * kw + j]
+                    for oh in range(oh_lo, oh_hi):
+                        s0 = uint64((n - n0) * positions + oh * wo + ow_lo)
+                        d0 = uint64((oh * sh + i * dh - ph) * w + ow_lo * sw + j * dw - pw)
+                        for q in range(uint64(ow_hi - ow_lo)):
+                            plane[d0 + q * uint64(sw)] += src[s0 + q]
 
 
-def _padded(x, geom):
-    """x with its zero padding written out (x itself when there is none): im2col's input."""
+def _block_input(x, blk, geom):
+    """The part of x that a block's taps read, zero padding written out: images n0..n1-1, from
+    padded row r0*sh on. A view of x where the conv has no padding."""
+    n0, n1, r0, r1 = blk
     if geom.ph == 0 and geom.pw == 0:
-        return x
-    n, c, h, w = x.shape
-    xp = np.zeros((n, c, h + 2 * geom.ph, w + 2 * geom.pw), dtype=x.dtype)
-    xp[:, :, geom.ph: geom.ph + h, geom.pw: geom.pw + w] = x
-    return xp
+        return x[n0:n1, :, r0 * geom.sh:]
+    bottom = (r1 - 1) * geom.sh + geom.dh * (geom.kh - 1) + 1
+    return padded_slab(x, n0, n1, r0 * geom.sh, bottom, geom.ph, geom.pw, x.shape[3] + 2 * geom.pw)
 
 
-def _cols_cpu(xp, blk, geom, wo):
-    """The block's cols from the padded input xp (see _padded), in this thread's scratch buffer.
+def _cols_cpu(x, blk, geom, wo):
+    """The block's cols, in this thread's scratch buffer (slot 0).
 
-    cols[(c, i, j), (n, oh, ow)] = xp[n, c, oh*sh + i*dh, ow*sw + j*dw] is a strided *view* of xp
-    with shape (C, kh, kw, n, rows, Wo) -- no index arithmetic, just six strides -- copied once into
-    a contiguous (C*kh*kw, n*rows*Wo) matrix. In a training step of the demo model this took im2col
-    from 0.157 s to 0.044 s, against the Numba kernels we wrote first (docs/conv.md).
+    cols[(c, i, j), (n, oh, ow)] = xp[n, c, oh*sh + i*dh, ow*sw + j*dw] (xp: x padded, from
+    _block_input) is a strided *view* of xp with shape (C, kh, kw, n, rows, Wo) -- no index
+    arithmetic, just six strides -- copied once into a contiguous (C*kh*kw, n*rows*Wo) matrix. In a
+    training step of the demo model this took im2col from 0.157 s to 0.044 s, against the Numba
+    kernels we wrote first (docs/conv.md).
     """
     n0, n1, r0, r1 = blk
+    xp = _block_input(x, blk, geom)
     c = xp.shape[1]
     s_n, s_c, s_h, s_w = xp.strides
     taps = np.lib.stride_tricks.as_strided(
-        xp[n0:n1, :, r0 * geom.sh:], shape=(c, geom.kh, geom.kw, n1 - n0, r1 - r0, wo),
+        xp, shape=(c, geom.kh, geom.kw, n1 - n0, r1 - r0, wo),
         strides=(s_c, s_h * geom.dh, s_w * geom.dw, s_n, s_h * geom.sh, s_w * geom.sw), writeable=False)
     cols = scratch((c * geom.kh * geom.kw, (n1 - n0) * (r1 - r0) * wo), xp.dtype)
     np.copyto(cols.reshape(taps.shape), taps)
@@ -168,42 +166,28 @@ def _grad_block(g3, blk, wo):
     return g3[n0:n1].transpose(1, 0, 2).reshape(g3.shape[1], -1)
 
 
-def _forward_cpu(x, w, geom, out=None):
-    """y = conv2d(x, w), no bias. x may be a strided view (the im2col copy reads it as it is).
-
-    out: None, or an (N, O, Ho, Wo) view to write y into (any strides: a phase of dx), each block
-    by the thread that computed it.
-    """
+def _forward_cpu(x, w, geom):
+    """y = conv2d(x, w), no bias."""
     (n, c, h, wd), o = x.shape, w.shape[0]
     ho, wo = geom.out_size(h, wd)
     if winograd.applies(geom, c, o, n * ho * wo):  # 3x3 stride 1: 2.25x fewer multiplications
-        y = winograd.conv2d_winograd(x, w, geom)
-        if out is None:
-            return y
-        out[...] = y
-        return out
+        return winograd.conv2d_winograd(x, w, geom)
     w2 = w.reshape(o, -1)
-    if geom.is_pointwise() and x.flags.c_contiguous and out is None:  # a plain matrix product
-        y = np.empty((n, o, ho * wo), dtype=x.dtype)
+    y = np.empty((n, o, ho * wo), dtype=x.dtype)
+    if geom.is_pointwise():  # a plain matrix product
         for k in range(n):
             split_dot(w2, x[k].reshape(c, -1), out=y[k])
         return y.reshape(n, o, ho, wo)
-    xp = _padded(x, geom)
-    y = np.empty((n, o, ho * wo), dtype=x.dtype) if out is None else None
 
     def block_product(_, blk, dot):
         n0, n1, r0, r1 = blk
-        cols = _cols_cpu(xp, blk, geom, wo)
-        if y is not None and n1 - n0 == 1:  # straight into the output rows of the band
+        cols = _cols_cpu(x, blk, geom, wo)
+        if n1 - n0 == 1:  # straight into the output rows of the band
             dot(w2, cols, out=y[n0][:, r0 * wo: r1 * wo])
-            return
-        block_y = dot(w2, cols).reshape(o, n1 - n0, r1 - r0, wo).transpose(1, 0, 2, 3)
-        if y is not None:
-            y[n0:n1] = block_y.reshape(n1 - n0, o, -1)
         else:
-            out[n0:n1, :, r0:r1] = block_y
+            y[n0:n1] = dot(w2, cols).reshape(o, n1 - n0, -1).transpose(1, 0, 2)
     each_block(*im2col_blocks(n, ho, wo, w2.shape[1], o, x.itemsize), block_product)
-    return out if y is None else y.reshape(n, o, ho, wo)
+    return y.reshape(n, o, ho, wo)
 
 
 def _full_correlation_geometry(geom):
@@ -226,12 +210,6 @@ def _input_grad_cpu(g, w, x_hw, geom):
         # im2col of g and one GEMM with K = O*kh*kw replaces a GEMM with K = O (narrow, slow in
         # OpenBLAS) followed by the read-modify-write scatter of col2im (docs/conv.md)
         return _forward_cpu(g, np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]), full)
-    if (geom.kh, geom.kw) == (geom.sh, geom.sw) != (1, 1) and (geom.dh, geom.dw) == (1, 1):
-        # kernel == stride (the mask head's 2x2 stride-2 transposed conv): every pixel of dx gets
-        # exactly one tap, each phase of dx is one plain product and col2im's scatter is pure cost
-        # (1.3-1.7x faster on two threads). Where taps overlap (3x3 stride 2) or leave gaps (1x1
-        # stride 2), the phases lost to col2im (0.77-0.92x, benchmarks/bench_conv_paths.py).
-        return input_grad_by_phases(g, w, x_hw, geom, _forward_cpu)
     w2t = np.ascontiguousarray(w.reshape(o, -1).T)           # (CK, O), small: copied once
     g3 = g.reshape(n, o, ho * wo)
     if geom.is_pointwise():
@@ -239,11 +217,30 @@ def _input_grad_cpu(g, w, x_hw, geom):
         for k in range(n):
             split_dot(w2t, g3[k], out=dx[k].reshape(c, -1))
         return dx
-    # other strided or dilated convs: the GEMM with K = O, then col2im
-    dx = np.zeros((n, c, *x_hw), dtype=g.dtype)
-    for blk in blocks(n, ho, wo, _COL2IM_BLOCK_COLUMNS):
-        dcols = split_dot(w2t, _grad_block(g3, blk, wo))  # (CK, columns)
-        _col2im_cpu_kernel(dcols, *blk, *geom, wo, dx)
+    return _input_grad_col2im(g, w, x_hw, geom)
+
+
+def _input_grad_col2im(g, w, x_hw, geom):
+    """dx of a strided or dilated conv: dcols = W^T @ g, then col2im, by blocks of input channels.
+
+    A block's rows of W^T give exactly the dcols rows that its dx planes need, so blocks write
+    disjoint planes and run on all threads, each dcols block in the thread's scratch and read
+    back while it is still in cache. (Until 2026-12-06: one GEMM split over the threads into a
+    fresh dcols, then a col2im by prange, about 2x slower on the stride-2 3x3 conv, docs/conv.md.)
+    """
+    (n, o, ho, wo), c = g.shape, w.shape[1]
+    taps = geom.kh * geom.kw
+    w2t = np.ascontiguousarray(w.reshape(o, -1).T)           # (C*taps, O), small: copied once
+    g3 = g.reshape(n, o, ho * wo)
+    dx = np.empty((n, c, *x_hw), dtype=g.dtype)
+
+    def block_col2im(_, blk, dot):
+        n0, n1, c0, c1 = blk
+        g_block = g3[n0] if n1 - n0 == 1 else g3[n0:n1].transpose(1, 0, 2).reshape(o, -1)
+        dcols = scratch(((c1 - c0) * taps, g_block.shape[1]), g.dtype)
+        dot(w2t[c0 * taps: c1 * taps], g_block, out=dcols)
+        _col2im_planes_kernel(dcols, n0, n1, c0, c1, *geom, ho, wo, dx)
+    each_block(*col2im_blocks(n, c, ho * wo, taps, o, g.itemsize), block_col2im)
     return dx
 
 
@@ -256,14 +253,13 @@ def _weight_grad_cpu(g, x, geom):
         for k in range(n):
             dw_t += split_dot(x[k].reshape(c, -1), g3[k].T)
         return np.ascontiguousarray(dw_t.T).reshape(o, c, 1, 1)
-    xp = _padded(x, geom)
     block_list, work = im2col_blocks(n, ho, wo, ck, o, x.itemsize)
     partial = np.zeros((min(GROUPS, len(block_list)), ck, o), dtype=g.dtype)
 
     def block_product(grp, blk, dot):
         # dw^T += cols @ g^T: the same product as g @ cols^T, but OpenBLAS ran this orientation
         # (long rows of cols, few output channels) faster in our measurements (docs/conv.md)
-        partial[grp] += dot(_cols_cpu(xp, blk, geom, wo), _grad_block(g3, blk, wo).T)
+        partial[grp] += dot(_cols_cpu(x, blk, geom, wo), _grad_block(g3, blk, wo).T)
     each_block(block_list, work, block_product)
     dw_t = np.zeros((ck, o), dtype=g.dtype)
     for p in partial:  # in group order: the same sum whatever the thread count

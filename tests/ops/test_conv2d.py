@@ -53,7 +53,7 @@ CASES = [  # (N, C, H, W, O, kh, kw, stride, padding, dilation)
     (1, 2, 6, 5, 3, 1, 1, 2, 0, 1),
     (2, 2, 7, 8, 3, 2, 3, (3, 2), (1, 0), 1),
     (1, 2, 5, 5, 2, 3, 3, 2, 2, 1),
-    # ... and kernel == stride: dx as stride^2 phase products (odd sizes, padding)
+    # ... and kernel == stride (the mask head's transposed conv): every dx pixel gets one tap
     (2, 3, 8, 7, 4, 2, 2, 2, 0, 1),
     (1, 2, 6, 6, 3, 2, 2, 2, 1, 1),
     (1, 2, 9, 10, 2, 3, 2, (3, 2), (1, 0), 1),
@@ -81,13 +81,16 @@ def test_backends_match_reference(backend, case, rng):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel_stride", [(3, 1), (2, 2)])  # (2, 2): dx by phases, written in place
+@pytest.mark.parametrize("kernel_stride", [(3, 1), (2, 2), (3, 2)])  # strided: dx by col2im blocks
 @pytest.mark.parametrize("block_columns", [3, 7, 30, 500])
-def test_cpu_blocks_match_reference(monkeypatch, block_columns, kernel_stride, rng):
-    # tiny blocks force bands of output rows (3, 7) and several images per block (30, 500); each
-    # column of cols is C*kh*kw = 18 float32 values for the 3x3 kernel
+@pytest.mark.parametrize("min_shared", [1, 256])
+def test_cpu_blocks_match_reference(monkeypatch, block_columns, kernel_stride, min_shared, rng):
+    # tiny blocks force bands of output rows (3, 7), several images per block (30, 500) and, in
+    # col2im, blocks of one input channel; min_shared 1 lets col2im put each image in its own block
+    # (256: all three in one). Each column of cols is C*kh*kw = 18 float32 values (3x3 kernel)
     monkeypatch.setattr(conv_blocks, "BLOCK_BYTES", block_columns * 18 * 4)
     monkeypatch.setattr(conv_blocks, "MIN_THREADED_WORK", 0)  # and the blocks shared among threads
+    monkeypatch.setattr(conv_blocks, "MIN_SHARED_COLUMNS", min_shared)
     k, s = kernel_stride
     x, w, b, g, geom = _random_case((3, 2, 7, 6, 3, k, k, s, 1, 1), rng)
     np.testing.assert_allclose(conv2d_forward(x, w, b, *geom, backend="cpu"),
@@ -95,6 +98,25 @@ def test_cpu_blocks_match_reference(monkeypatch, block_columns, kernel_stride, r
     for got, want in zip(conv2d_backward(g, x, w, *geom, backend="cpu"),
                          conv2d_backward(g, x, w, *geom, backend="numpy")):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n, channels, positions, threaded", [(3, 5, 4, False), (2, 128, 1024, True),
+                                                              (7, 3, 100, True), (1, 1, 9, True)])
+def test_col2im_blocks_cover_every_plane_once(monkeypatch, n, channels, positions, threaded):
+    monkeypatch.setattr(conv_blocks, "MIN_THREADED_WORK", 0 if threaded else 1 << 62)
+    blocks, _ = conv_blocks.col2im_blocks(n, channels, positions, 9, 8, 4)
+    planes = [(k, c) for n0, n1, c0, c1 in blocks for k in range(n0, n1) for c in range(c0, c1)]
+    assert sorted(planes) == [(k, c) for k in range(n) for c in range(channels)]
+    # shared among threads: at least GROUPS blocks where the planes allow; else as few as fit
+    assert len(blocks) >= (min(conv_blocks.GROUPS, n * channels) if threaded else 1)
+
+
+def test_col2im_blocks_of_the_strided_bench_conv():
+    # 2 images of 32x32 outputs, 128 channels, 3x3 taps: one image a block, 64 channels (2.4 MB
+    # of dcols, under BLOCK_BYTES) so that the two images make GROUPS = 4 blocks
+    blocks, work = conv_blocks.col2im_blocks(2, 128, 1024, 9, 128, 4)
+    assert blocks == [(0, 1, 0, 64), (0, 1, 64, 128), (1, 2, 0, 64), (1, 2, 64, 128)]
+    assert work == 2 * 1024 * 128 * 9 * 128
 
 
 def test_band_heights_differ_by_at_most_one_row():
@@ -105,12 +127,14 @@ def test_band_heights_differ_by_at_most_one_row():
     assert [(n0, n1) for n0, n1, _, _ in blocks] == [(0, 1)] * 6 + [(1, 2)] * 6
 
 
+@pytest.mark.parametrize("stride", [1, 2])  # 2: dx by col2im blocks of channels
 @pytest.mark.parametrize("threads", ["1", "2", "3"])
-def test_cpu_result_does_not_depend_on_the_thread_count(monkeypatch, threads, rng):
-    # the weight gradient sums blocks in fixed groups, whichever thread runs them: same bits
+def test_cpu_result_does_not_depend_on_the_thread_count(monkeypatch, threads, stride, rng):
+    # the weight gradient sums blocks in fixed groups, whichever thread runs them; col2im blocks
+    # write disjoint planes of dx: same bits
     monkeypatch.setattr(conv_blocks, "BLOCK_BYTES", 7 * 18 * 4)
     monkeypatch.setattr(conv_blocks, "MIN_THREADED_WORK", 0)
-    x, w, b, g, geom = _random_case((3, 2, 6, 5, 3, 3, 3, 1, 1, 1), rng)
+    x, w, b, g, geom = _random_case((3, 2, 6, 5, 3, 3, 3, stride, 1, 1), rng)
     monkeypatch.setenv("MINIRC_GEMM_THREADS", "1")
     want = conv2d_backward(g, x, w, *geom, backend="cpu")
     monkeypatch.setenv("MINIRC_GEMM_THREADS", threads)
@@ -193,12 +217,3 @@ def test_errors(kwargs, err, match):
 def test_grad_out_shape_error():
     with pytest.raises(ValueError, match=r"grad_out: expected shape \(1, 2, 3, 3\)"):
         conv2d_backward(np.ones((1, 2, 2, 2), np.float32), X9, W, padding=1)
-
-
-def test_phase_taps_of_a_3x3_stride_2_conv():
-    # padding 1: dx[2a] gets tap 1 from g[a]; dx[2a + 1] gets tap 2 from g[a] and tap 0 from g[a + 1]
-    from minirc.ops._conv_phases import phase_taps
-    assert phase_taps(7, 3, 2, 1, 0) == ([1], 0, 4)      # pixels 0, 2, 4, 6
-    assert phase_taps(7, 3, 2, 1, 1) == ([2, 0], 0, 3)   # pixels 1, 3, 5: g[a] w[2] + g[a+1] w[0]
-    taps, _, length = phase_taps(5, 1, 2, 0, 1)         # 1x1 stride 2: odd pixels get no tap
-    assert (taps, length) == ([], 2)
