@@ -8,11 +8,18 @@ Run (torch lives in the benchmark venv; without torch its column is skipped):
 
 Every implementation runs the same work -- y = conv2d(x, w), then dx and dw from a fixed grad_out --
 on ResNet-like shapes (64-256 channels, 3x3 and 1x1, 32-128 px), after a warm-up that compiles the
-Numba kernels; the median of the repeats is reported. minirc (and the NumPy reference) run in this
-process, torch in a child process that never imports minirc: in one process, each library's
-thread pool spins while the other works, and on the 2-core machine torch's two-thread convs ran
-2-5x slower next to minirc's pools than alone (docs/conv.md). The arrays are the same in both
-processes (drawn from one seed).
+Numba kernels. minirc (and the NumPy reference) run in this process, torch in a child process that
+never imports minirc: in one process, each library's thread pool spins while the other works, and
+on the 2-core machine torch's two-thread convs ran 2-5x slower next to minirc's pools than alone
+(docs/conv.md). The arrays are the same in both processes (drawn from one seed).
+
+The implementations **take turns**: each repeat runs minirc's step, then asks the torch child for
+one step of its own (timed in the child), with a short pause between turns so that neither side's
+idle threads are still spinning when the other starts. The cpu/torch column is the median of the
+per-repeat ratios, so a load that comes and goes on a shared machine hits both sides of a ratio
+alike. (Until 2026-12-06 torch ran all its shapes after minirc had run all of its, minutes apart,
+and a change of load between the two halves moved the ratios by up to 1.5x.) The ms columns are
+medians of the repeats.
 
 Two clocks:
 
@@ -36,6 +43,7 @@ import sys
 
 THREADS = 2
 NO_TORCH = 3  # exit status of the torch child when torch is not importable
+PAUSE = 0.02  # seconds between turns: OpenMP-style pools stop spinning well within it
 
 
 def _thread_settings():
@@ -51,7 +59,6 @@ def _thread_settings():
 
 _thread_settings()
 
-import json  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 
@@ -130,39 +137,65 @@ def flop_count(shape):
     return 3 * 2 * n * o * out_side(shape) ** 2 * c * k * k
 
 
-def bench(shape, impls, repeats, clock):
-    """Median seconds of each implementation on a shape; implementations take turns in each repeat."""
+class TorchChild:
+    """torch in its own process, one step per request: ``step(i)`` runs SHAPES[i] once there and
+    returns the seconds the child measured (its own clock, so the pipe is not counted)."""
+
+    def __init__(self, threads, cpu_time):
+        cmd = [sys.executable, __file__, "--torch-child", "--threads", str(threads)] + (["--cpu-time"] if cpu_time else [])
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ready = self.proc.stdout.readline().strip() == "ready"
+        if not self.ready and self.proc.wait() != NO_TORCH:
+            print(f"torch child failed (exit status {self.proc.returncode})")
+
+    def step(self, index):
+        self.proc.stdin.write(f"{index}\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self):
+        if self.ready:
+            self.proc.stdin.close()
+            self.proc.wait()
+
+
+def bench(shape, impls, repeats, clock, torch=None):
+    """Median seconds of each implementation on a shape, and the median of the per-repeat
+    ratios cpu / torch; the implementations (and torch) take turns in each repeat."""
     *_, s, p = shape
     x, w, g = arrays(shape)
     times = {name: [] for name in impls}
-    for fn in impls.values():  # warm-up: JIT compile, BLAS buffers, allocator
-        fn(x, w, g, s, p)
+    runs = {name: (lambda fn=fn: fn(x, w, g, s, p)) for name, fn in impls.items()}
+    if torch is not None:
+        runs["torch"] = lambda: torch.step(SHAPES.index(shape))
+        times["torch"] = []
+    for name, run in runs.items():  # warm-up: JIT compile, BLAS buffers, allocator
+        run()
     for _ in range(repeats):
-        for name, fn in impls.items():
-            times[name].append(timed(lambda: fn(x, w, g, s, p), clock))
-    return {name: float(np.median(v)) for name, v in times.items()}
-
-
-def torch_times(shapes, threads, repeats, cpu_time):
-    """Median seconds of torch on each shape, measured in a child process (None without torch)."""
-    cmd = [sys.executable, __file__, "--torch-child", "--threads", str(threads), "--repeats", str(repeats),
-           "--shapes", ",".join(str(SHAPES.index(sh)) for sh in shapes)] + (["--cpu-time"] if cpu_time else [])
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode == NO_TORCH:
-        return None
-    if res.returncode != 0:
-        print("torch child failed:", (res.stderr.strip().splitlines() or ["?"])[-1])
-        return None
-    return json.loads(res.stdout.strip().splitlines()[-1])
+        for name, run in runs.items():
+            time.sleep(PAUSE)
+            times[name].append(run() if name == "torch" else timed(run, clock))
+    result = {name: float(np.median(v)) for name, v in times.items()}
+    if torch is not None:
+        result["ratio"] = float(np.median(np.array(times["cpu"]) / np.array(times["torch"])))
+    return result
 
 
 def torch_child(args, clock):
-    """The --torch-child mode: torch alone in its process; prints the medians as JSON."""
+    """The --torch-child mode: torch alone in its process, one step per shape index read from
+    stdin, each answered with the seconds it took."""
     fn = torch_step(args.threads)
     if fn is None:
         sys.exit(NO_TORCH)
-    shapes = [SHAPES[int(i)] for i in args.shapes.split(",")]
-    print(json.dumps([bench(sh, {"torch": fn}, args.repeats, clock)["torch"] for sh in shapes]))
+    print("ready", flush=True)
+    cache = {}
+    for line in sys.stdin:
+        shape = SHAPES[int(line)]
+        if shape not in cache:
+            cache.clear()
+            cache[shape] = arrays(shape)
+        x, w, g = cache[shape]
+        print(timed(lambda: fn(x, w, g, *shape[-2:]), clock), flush=True)
 
 
 def main():
@@ -174,7 +207,6 @@ def main():
     parser.add_argument("--cpu-time", action="store_true", help="one thread each, CPU time of the process")
     parser.add_argument("--no-numpy", action="store_true", help="skip the (slow) NumPy reference")
     parser.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--shapes", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cpu_time:
         args.threads = 1
@@ -192,10 +224,12 @@ def main():
     peak = gemm_rate(clock)
     print(f"clock: {'CPU time of the process' if args.cpu_time else 'wall time'}; threads: {args.threads}; "
           f"float32 GEMM rate (2048^3, same threads): {peak:.1f} GFLOP/s")
-    rows = [bench(shape, impls, repeats, clock) for shape in shapes]
-    torch_t = torch_times(shapes, args.threads, repeats, args.cpu_time)
-    if torch_t is None:
+    torch = TorchChild(args.threads, args.cpu_time)
+    if not torch.ready:
         print("no torch column (torch is not importable here)")
+    rows = [bench(shape, impls, repeats, clock, torch if torch.ready else None) for shape in shapes]
+    torch.close()
+    torch_t = [t["torch"] for t in rows] if torch.ready else None
     header = f"{'shape (fwd+bwd)':22s} {'cpu ms':>8s}"
     header += f" {'numpy ms':>9s} {'numpy/cpu':>9s}" if "numpy" in impls else ""
     header += f" {'torch ms':>9s} {'cpu/torch':>9s}" if torch_t else ""
@@ -205,7 +239,7 @@ def main():
         if "numpy" in t:
             line += f" {t['numpy'] * 1e3:9.1f} {t['numpy'] / t['cpu']:9.2f}"
         if torch_t:
-            line += f" {torch_t[i] * 1e3:9.1f} {t['cpu'] / torch_t[i]:9.2f}"
+            line += f" {torch_t[i] * 1e3:9.1f} {t['ratio']:9.2f}"
         rate = flop_count(shape) / t["cpu"] / 1e9
         print(line + f" {rate:9.1f} {rate / peak:8.0%}", flush=True)
 

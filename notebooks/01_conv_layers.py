@@ -170,13 +170,14 @@ print("im2col vs loops, max |difference|:", np.abs(y_numpy - y_loops).max())
 # %% [markdown]
 # ## Rung 3: Numba on the CPU
 #
-# The `"cpu"` backend keeps the same plan with a few changes. im2col writes the input's zero padding
-# out once, and then `cols` is a *strided view* of it -- six strides, no index arithmetic -- that
-# NumPy copies into a contiguous matrix: in a training step of the demo model it took a quarter of
-# the time of the Numba kernels we wrote for it first (`docs/conv.md` has the measurements). The
-# work is cut into blocks of about 4 MiB of `cols` (bands of output rows, or several small images),
-# each copied into a buffer that belongs to the thread and multiplied by BLAS at once; the blocks
-# are shared among the cores, so the copies run in parallel too. A 1x1 stride-1 convolution
+# The `"cpu"` backend keeps the same plan with a few changes. The work is cut into blocks of about
+# 4 MiB of `cols` (bands of output rows, or several small images), shared among the cores. For
+# each block, the input rows it reads are copied with their zero padding into a buffer that belongs
+# to the thread, and then `cols` is a *strided view* of that buffer -- six strides, no index
+# arithmetic -- that NumPy copies into a contiguous matrix, multiplied by BLAS at once. In a
+# training step of the demo model the strided copy took a quarter of the time of the Numba kernels
+# we wrote for it first (`docs/conv.md` has the measurements), and since every block pads its own
+# rows, no core waits while one pads the whole input. A 1x1 stride-1 convolution
 # skips im2col altogether, since its `cols` is the input itself, and the input gradient of a
 # stride-1 conv is itself a convolution (see the backward section below).
 
@@ -253,7 +254,7 @@ for k in names[1:]:
 # version (the printed ratios), and all rungs agree with the reference to float32 rounding. The
 # NumPy and Numba versions are close on a layer this small: both spend their time in the same BLAS
 # product, and fixed costs weigh as much as the work. The cpu backend pays off on larger layers and
-# in training (bounded memory per block, `cols` reused by the weight gradient, the stride-1 input
+# in training (bounded memory per block, the im2col copies on every core, the stride-1 input
 # gradient as a convolution); `benchmarks/bench_conv.py` compares it with PyTorch on ResNet-sized
 # layers (numbers in `docs/conv.md`).
 #
@@ -268,6 +269,11 @@ for k in names[1:]:
 #   copied from, overlaps summed (**col2im**, the transpose of im2col). The result is a
 #   *transposed convolution* of `g` with the same weights;
 # * **bias**: `db[o]` = `g` summed over everything but `o`.
+#
+# On the `"cpu"` backend, col2im runs in blocks of *input channels*: the rows of `W^T` that belong
+# to channels `c0..c1` give exactly the rows of `dcols` whose entries land in those channels' planes
+# of `dx`, so each thread multiplies and scatters its own channels, and no two threads ever write
+# the same pixel (no locks, no atomics, the same bits whatever the thread count).
 #
 # Both claims can be checked with minirc's own kernels:
 

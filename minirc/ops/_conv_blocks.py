@@ -86,16 +86,20 @@ def blocks(n, ho, wo, columns):
     return [(k, min(k + per, n), 0, ho) for k in range(0, n, per)]
 
 
-def im2col_blocks(n, ho, wo, rows_of_cols, out_channels, itemsize, min_shared=MIN_SHARED_COLUMNS):
+def im2col_blocks(n, ho, wo, rows_of_cols, out_channels, itemsize, min_shared=MIN_SHARED_COLUMNS,
+                  max_columns=None):
     """The blocks of a conv (N images of Ho x Wo outputs, cols of ``rows_of_cols`` = C*kh*kw rows)
     and its multiply-adds, for :func:`each_block`.
 
     Blocks of about BLOCK_BYTES of cols; a conv of at least MIN_THREADED_WORK multiply-adds gets at
     least GROUPS blocks where the map allows (down to ``min_shared`` columns), so that every thread
-    has one. Winograd's columns are 2x2 tiles and it passes MIN_SHARED_COLUMNS // 4.
+    has one. Winograd's columns are 2x2 tiles and it passes MIN_SHARED_COLUMNS // 4, and a
+    ``max_columns`` for its big maps.
     """
     total, work = n * ho * wo, n * ho * wo * rows_of_cols * out_channels
     columns = max(1, BLOCK_BYTES // max(rows_of_cols * itemsize, 1))
+    if max_columns is not None:
+        columns = min(columns, max_columns)
     if work >= MIN_THREADED_WORK:
         columns = min(columns, max(min_shared, -(-total // GROUPS)))
     return blocks(n, ho, wo, columns), work

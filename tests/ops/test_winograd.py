@@ -57,11 +57,14 @@ def test_matches_the_reference(always_winograd, case, dtype, rng):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("tile_columns", [1, 3, 50])
-def test_blocks_of_tiles_shared_among_threads(always_winograd, monkeypatch, tile_columns, rng):
-    # blocks of 1 or 3 tiles (bands of tile rows) or several images per block, run on 3 threads
+@pytest.mark.parametrize("tile_columns, band_tiles", [(1, 128), (3, 128), (50, 128), (50, 3), (50, 5)])
+def test_blocks_of_tiles_shared_among_threads(always_winograd, monkeypatch, tile_columns, band_tiles, rng):
+    # blocks of 1 or 3 tiles (bands of tile rows) or several images per block, run on 3 threads;
+    # band_tiles 3 and 5: the 16-tile maps count as big and are cut into L2-sized bands
     monkeypatch.setattr(conv_blocks, "BLOCK_BYTES", tile_columns * 16 * 4 * 4)
     monkeypatch.setattr(conv_blocks, "MIN_THREADED_WORK", 0)
+    monkeypatch.setattr(winograd, "MIN_BAND_TILES", band_tiles)
+    monkeypatch.setattr(winograd, "L2_TILE_BYTES", 0)
     monkeypatch.setenv("MINIRC_GEMM_THREADS", "3")
     x = rng.standard_normal((3, 4, 7, 8)).astype(np.float32)
     wt = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
@@ -85,3 +88,12 @@ def test_applies_only_to_big_enough_3x3_stride_1_undilated_convs():
                                 n_outputs=64 * 64)                   # too few input channels
     assert not winograd.applies(geometry((3, 3), 1, 1, 1), in_channels=64, out_channels=64,
                                 n_outputs=4 * 4)                     # too little work
+
+
+def test_big_maps_are_cut_into_l2_sized_bands():
+    # 2 images of 32x32 tiles, 64 -> 64 channels: V and M of 128 tiles are 1 MiB, bands of 4 tile
+    # rows; a 14x14 RoI map (7x7 = 49 tiles) is smaller than a band and grouped whole as before
+    big, _ = winograd._tile_blocks(2, 32, 32, 64, 64, 4)
+    assert len(big) == 16 and all(r1 - r0 == 4 and n1 - n0 == 1 for n0, n1, r0, r1 in big)
+    small, _ = winograd._tile_blocks(100, 7, 7, 32, 32, 4)
+    assert all(r0 == 0 and r1 == 7 for _, _, r0, r1 in small) and small[0][1] - small[0][0] > 1
