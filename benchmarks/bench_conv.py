@@ -13,13 +13,16 @@ never imports minirc: in one process, each library's thread pool spins while the
 on the 2-core machine torch's two-thread convs ran 2-5x slower next to minirc's pools than alone
 (docs/conv.md). The arrays are the same in both processes (drawn from one seed).
 
-The implementations **take turns**: each repeat runs minirc's step, then asks the torch child for
-one step of its own (timed in the child), with a short pause between turns so that neither side's
-idle threads are still spinning when the other starts. The cpu/torch column is the median of the
-per-repeat ratios, so a load that comes and goes on a shared machine hits both sides of a ratio
-alike. (Until 2026-12-06 torch ran all its shapes after minirc had run all of its, minutes apart,
-and a change of load between the two halves moved the ratios by up to 1.5x.) The ms columns are
-medians of the repeats.
+The implementations **take turns**: in each repeat, each side runs one untimed step (it refills the
+caches the other side evicted, and lets the other side's idle threads stop spinning) and then one
+timed step -- minirc here, torch in the child, timed there. The cpu/torch column is the median of
+the per-repeat ratios, so a load that comes and goes on a shared machine hits both sides of a
+ratio alike. (Until 2026-12-06 torch ran all its shapes after minirc had run all of its, and a
+change of load between the two halves moved the ratios by up to 1.5x; a first version of the
+turns, one timed step right after the other side's, with no untimed step, ran both sides 1.4x
+slower on the 1x1 shapes: cold caches.) The ms columns are medians of the repeats. The child's
+OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE`` unless set): spinning, they took a core
+from minirc's turns.
 
 Two clocks:
 
@@ -43,7 +46,6 @@ import sys
 
 THREADS = 2
 NO_TORCH = 3  # exit status of the torch child when torch is not importable
-PAUSE = 0.02  # seconds between turns: OpenMP-style pools stop spinning well within it
 
 
 def _thread_settings():
@@ -138,12 +140,17 @@ def flop_count(shape):
 
 
 class TorchChild:
-    """torch in its own process, one step per request: ``step(i)`` runs SHAPES[i] once there and
-    returns the seconds the child measured (its own clock, so the pipe is not counted)."""
+    """torch in its own process, one turn per request: ``step(i)`` runs SHAPES[i] twice there and
+    returns the seconds of the second run, measured by the child (its clock; the pipe not counted)."""
 
     def __init__(self, threads, cpu_time):
         cmd = [sys.executable, __file__, "--torch-child", "--threads", str(threads)] + (["--cpu-time"] if cpu_time else [])
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        # torch's OpenMP threads (GNU libgomp) spin after each step by default, long enough to take
+        # a core from minirc's next turn (minirc's 1x1 convs ran 1.2-1.9x slower next to them);
+        # waiting passively they leave it. Alone, torch ran as fast either way (3 runs, 2026-12-06)
+        env = dict(os.environ)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.ready = self.proc.stdout.readline().strip() == "ready"
         if not self.ready and self.proc.wait() != NO_TORCH:
             print(f"torch child failed (exit status {self.proc.returncode})")
@@ -172,9 +179,8 @@ def bench(shape, impls, repeats, clock, torch=None):
     for name, run in runs.items():  # warm-up: JIT compile, BLAS buffers, allocator
         run()
     for _ in range(repeats):
-        for name, run in runs.items():
-            time.sleep(PAUSE)
-            times[name].append(run() if name == "torch" else timed(run, clock))
+        for name, run in runs.items():  # an untimed step, then a timed one (the child does the same)
+            times[name].append(run() if name == "torch" else (run(), timed(run, clock))[1])
     result = {name: float(np.median(v)) for name, v in times.items()}
     if torch is not None:
         result["ratio"] = float(np.median(np.array(times["cpu"]) / np.array(times["torch"])))
@@ -195,13 +201,14 @@ def torch_child(args, clock):
             cache.clear()
             cache[shape] = arrays(shape)
         x, w, g = cache[shape]
+        fn(x, w, g, *shape[-2:])  # untimed: caches refilled after the parent's turn
         print(timed(lambda: fn(x, w, g, *shape[-2:]), clock), flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="three shapes, three repeats")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=THREADS,
                         help="Numba, minirc GEMM and torch threads (wall-time mode)")
     parser.add_argument("--cpu-time", action="store_true", help="one thread each, CPU time of the process")
