@@ -45,8 +45,8 @@ MIN_WORK = 2 ** 24
 MIN_CHANNELS = 32
 # blocks of tiles of a big map (see _tile_blocks): V and M of a block within about 1 MiB, so that
 # they stay in a core's L2 cache (2 MiB here) between the input transform, the products and the
-# output transform. Single thread, 2x64x64x64: 4.1 ms with bands of 128 tiles against 5.6 ms
-# with 4 MiB blocks (1024 tiles); 1x64x128x128: 7.7 against 9.1 ms (docs/conv.md)
+# output transform. The forward of 2x64x64x64 on one thread: 4.1 ms with bands of 128 tiles
+# against 5.6 ms with 4 MiB blocks (512 tiles); 1x64x128x128: 7.7 against 9.1 ms (docs/conv.md)
 L2_TILE_BYTES = 2 ** 20
 MIN_BAND_TILES = 128
 
@@ -160,7 +160,7 @@ def _tile_blocks(n, th, tw, c, o, itemsize):
     A block's V (16*C values a tile) and M (16*O) stay in a core's L2 cache when a big map is cut
     into bands of about L2_TILE_BYTES of them, at least MIN_BAND_TILES tiles; small maps are
     grouped whole, as im2col groups them (bands of 128 tiles made the 14x14 RoI maps of the mask
-    head 1.2-1.5x slower: per-block costs). A tile is 4 outputs, so the threads share blocks down
+    head 1.0-1.5x slower: per-block costs). A tile is 4 outputs, so the threads share blocks down
     to a quarter of im2col's columns (a single block of a 4x64x16x16 conv ran 1.4x slower).
     """
     band = max(MIN_BAND_TILES, L2_TILE_BYTES // (16 * (c + o) * itemsize))
