@@ -179,8 +179,12 @@ def bench(shape, impls, repeats, clock, torch=None):
     for name, run in runs.items():  # warm-up: JIT compile, BLAS buffers, allocator
         run()
     for _ in range(repeats):
-        for name, run in runs.items():  # an untimed step, then a timed one (the child does the same)
-            times[name].append(run() if name == "torch" else (run(), timed(run, clock))[1])
+        for name, run in runs.items():
+            if name == "torch":
+                times[name].append(run())  # the child runs its untimed step itself
+            else:
+                run()  # untimed: refills the caches the other side evicted
+                times[name].append(timed(run, clock))
     result = {name: float(np.median(v)) for name, v in times.items()}
     if torch is not None:
         result["ratio"] = float(np.median(np.array(times["cpu"]) / np.array(times["torch"])))

@@ -90,7 +90,7 @@ def _weight_grad_numpy(g, x, geom):
 
 # ---- Numba CPU ----------------------------------------------------------------------------------
 # im2col and its product run block by block, the blocks shared among threads (ops/_conv_blocks.py).
-# The col2im of dx (strided and dilated convs) runs by blocks of input channels: see _input_grad_cpu.
+# The col2im of dx (strided and dilated convs) runs by blocks of input channels: _input_grad_col2im.
 
 
 @njit(cache=True)
@@ -205,18 +205,17 @@ def _full_correlation_geometry(geom):
 
 
 def _input_grad_cpu(g, w, x_hw, geom):
-    (n, o, ho, wo), c = g.shape, w.shape[1]
+    (n, o), c = g.shape[:2], w.shape[1]
     full = _full_correlation_geometry(geom)
     if full is not None:
         # im2col of g and one GEMM with K = O*kh*kw replaces a GEMM with K = O (narrow, slow in
         # OpenBLAS) followed by the read-modify-write scatter of col2im (docs/conv.md)
         return _forward_cpu(g, np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]), full)
-    w2t = np.ascontiguousarray(w.reshape(o, -1).T)           # (CK, O), small: copied once
-    g3 = g.reshape(n, o, ho * wo)
-    if geom.is_pointwise():
+    if geom.is_pointwise():  # dx[n] = W^T @ g[n], col2im would only copy
+        w2t = np.ascontiguousarray(w.reshape(o, c).T)
         dx = np.empty((n, c, *x_hw), dtype=g.dtype)
         for k in range(n):
-            split_dot(w2t, g3[k], out=dx[k].reshape(c, -1))
+            split_dot(w2t, g[k].reshape(o, -1), out=dx[k].reshape(c, -1))
         return dx
     return _input_grad_col2im(g, w, x_hw, geom)
 
