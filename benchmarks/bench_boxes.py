@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numba
 import numpy as np
 
 from minirc.ops.box_iou import box_iou, iou_of_two
 from minirc.ops.nms import nms, score_order
+from minirc.testing import call_times
 
 try:
     import torch
@@ -77,13 +77,7 @@ def rpn_like_boxes(n: int, seed: int = 0, height: float = 800, width: float = 12
 
 
 def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: JIT compile, caches
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(call_times(fn, repeats))
 
 
 def main():

@@ -16,7 +16,6 @@ threads and 1.3-1.5x on one, and the phases were removed: docs/conv.md.)
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
@@ -24,6 +23,7 @@ import minirc  # noqa: F401  (thread settings)
 from minirc.ops import _winograd as winograd
 from minirc.ops import conv2d as conv_mod
 from minirc.ops._conv_args import Geometry
+from minirc.testing import call_times
 
 WINOGRAD_SHAPES = [  # (N, C, O, H=W)
     (4, 16, 16, 32), (4, 32, 32, 16), (4, 64, 64, 8), (4, 128, 128, 4),
@@ -33,13 +33,7 @@ WINOGRAD_SHAPES = [  # (N, C, O, H=W)
 
 
 def best_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * min(times)
+    return 1e3 * min(call_times(fn, repeats))
 
 
 def main():

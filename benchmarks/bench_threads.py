@@ -25,8 +25,9 @@ SETTINGS = {
 VARIABLES = ("NUMBA_THREADING_LAYER", "MINIRC_BLAS_THREADS", "MINIRC_GEMM_THREADS")
 
 WORK = r"""
-import json, time, numpy as np, minirc
+import json, numpy as np, minirc
 from minirc.ops.conv2d import conv2d_forward, conv2d_backward
+from minirc.testing import call_times
 rng = np.random.default_rng(0)
 shapes = [(2, 16, 16, 32, 3), (2, 32, 32, 16, 3), (2, 64, 64, 32, 3), (2, 64, 64, 32, 1)]
 cases = []
@@ -39,11 +40,7 @@ def run():
         y = conv2d_forward(x, w, None, 1, p, 1)
         conv2d_backward(y, x, w, 1, p, 1)
 def median_time(fn, repeats=5):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
-    return sorted(times)[repeats // 2]
+    return sorted(call_times(fn, repeats))[repeats // 2]
 
 from minirc.model import MaskRCNN, shapes_demo
 from minirc.data import ShapesDataset

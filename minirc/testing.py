@@ -1,5 +1,8 @@
-"""Tools the test suite and the notebooks use to check kernels: finite differences and backend agreement."""
+"""Tools the test suite, the notebooks and the benchmarks use: finite differences, backend
+agreement, and the wall time of repeated calls."""
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -69,3 +72,16 @@ def assert_backends_agree(fn, backends=("numpy", "cpu", "cuda"), rtol: float = 1
             assert r.shape == g.shape, f"backend {b}, output {k}: shape {g.shape}, reference {r.shape}"
             np.testing.assert_allclose(g, r, rtol=rtol, atol=atol, err_msg=f"backend {b}, output {k}")
     return reference if len(reference) > 1 else reference[0]
+
+
+def call_times(fn, repeats: int) -> list:
+    """Wall-clock seconds of ``repeats`` calls of ``fn()``, after one untimed call (it compiles the
+    Numba kernels and warms caches and allocators). Take the min for "how fast can it go" on a
+    quiet machine, the median on a shared one."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times

@@ -23,7 +23,6 @@
 # %%
 import inspect
 import os
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -33,6 +32,7 @@ from matplotlib.ticker import NullFormatter
 import minirc
 from minirc.ops.conv2d import Geometry, conv2d_backward, conv2d_forward, im2col_numpy
 from minirc.ops.conv_transpose2d import conv_transpose2d_forward
+from minirc.testing import call_times
 
 FAST = os.environ.get("MINIRC_FAST") == "1"
 plt.rcParams["figure.dpi"] = 80
@@ -41,13 +41,7 @@ rng = np.random.default_rng(0)
 
 def best_time(fn, repeats=3):
     """Best wall time of a few calls, in seconds (after one warm-up call that compiles Numba kernels)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    return min(call_times(fn, repeats))
 
 
 # %% [markdown]
