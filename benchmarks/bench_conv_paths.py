@@ -7,7 +7,8 @@ Prints, side by side in one run (best of ``--repeats`` wall-clock times, ms), th
 stride-1 convs through im2col and through Winograd (both forced by setting the thresholds of
 ``minirc.ops._winograd``), with the ratio im2col / Winograd and whether the default thresholds
 (MIN_WORK, MIN_CHANNELS) pick Winograd: the shapes are the demo model's maps (4 images, 4-32 px),
-its mask head (14x14 RoIs) and a bench_conv shape.
+its mask head (14x14 RoIs) and a bench_conv shape. Then Winograd's forward with and without its
+L2-sized bands of tiles (``MIN_BAND_TILES``, ``L2_TILE_BYTES`` in ``minirc/ops/_winograd.py``).
 
 (Until 2026-12-06 it also timed a phase-wise input gradient of strided convs against col2im; the
 channel-blocked col2im of that evening beat the phases on every shape, 1.3-2.1x faster on two
@@ -30,6 +31,10 @@ WINOGRAD_SHAPES = [  # (N, C, O, H=W)
     (4, 64, 64, 16), (4, 32, 32, 32), (4, 64, 64, 32), (25, 64, 32, 14), (100, 32, 32, 14),
     (2, 64, 64, 64),
 ]
+
+
+BAND_SHAPES = [(2, 64, 64, 64), (1, 64, 64, 128), (4, 64, 64, 32), (4, 128, 128, 32), (2, 256, 256, 32),
+               (25, 64, 32, 14)]  # the last: 49 tiles a RoI, grouped whole either way
 
 
 def best_ms(fn, repeats):
@@ -55,6 +60,23 @@ def main():
         winograd.MIN_WORK, winograd.MIN_CHANNELS = defaults
         print(f"{str((n, c, o, h)):34s} {n * h * h * c * 9 * o / 1e6:9.1f}M {t_im2col:10.3f} {t_wino:12.3f}"
               f" {t_im2col / t_wino:6.2f}  {'winograd' if picks else 'im2col'}")
+    band_comparison(rng, geom, args.repeats)
+
+
+def band_comparison(rng, geom, repeats):
+    """Winograd's forward with its L2-sized bands of tiles (the default) and without them (blocks
+    of BLOCK_BYTES of V, as before 2026-12-06 night), on big maps and on the mask head's RoIs."""
+    print("\nWinograd forward (N, C, O, H)       tiles/image  4 MiB blocks ms  L2 bands ms  ratio")
+    default = winograd.MIN_BAND_TILES
+    for n, c, o, h in BAND_SHAPES:
+        x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+        w = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
+        winograd.MIN_BAND_TILES = 1 << 62  # no map is big enough to be banded
+        t_blocks = best_ms(lambda: winograd.conv2d_winograd(x, w, geom), repeats)
+        winograd.MIN_BAND_TILES = default
+        t_bands = best_ms(lambda: winograd.conv2d_winograd(x, w, geom), repeats)
+        print(f"{str((n, c, o, h)):34s} {((h + 1) // 2) ** 2:11d} {t_blocks:16.3f} {t_bands:12.3f}"
+              f" {t_blocks / t_bands:6.2f}")
 
 
 if __name__ == "__main__":

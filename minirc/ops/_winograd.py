@@ -43,10 +43,13 @@ _KRON_G = np.kron(G, G)  # (16, 9)
 # (0.4 ms, noisy) and 1.09-1.63 on the admitted shapes (docs/conv.md)
 MIN_WORK = 2 ** 24
 MIN_CHANNELS = 32
-# blocks of tiles of a big map (see _tile_blocks): V and M of a block within about 1 MiB, so that
+# bands of tiles of a big map (see _tile_blocks): V and M of a band within about 1 MiB, so that
 # they stay in a core's L2 cache (2 MiB here) between the input transform, the products and the
-# output transform. The forward of 2x64x64x64 on one thread: 4.1 ms with bands of 128 tiles
-# against 5.6 ms with 4 MiB blocks (512 tiles); 1x64x128x128: 7.7 against 9.1 ms (docs/conv.md)
+# output transform; only where that leaves at least MIN_BAND_TILES tiles a band (<= 64 + 64
+# channels in float32): narrower products lost more than the cache gained.
+# benchmarks/bench_conv_paths.py, time with 4 MiB blocks / with bands, four runs on 1 and 2
+# threads: 1.02-1.30 on 64 channels at 32-128 px; with bands of 128 tiles forced on 128 and 256
+# channels, 0.87-1.06 and 0.99-1.13, now not banded (docs/conv.md)
 L2_TILE_BYTES = 2 ** 20
 MIN_BAND_TILES = 128
 
@@ -158,12 +161,14 @@ def _tile_blocks(n, th, tw, c, o, itemsize):
     """The blocks of tiles of a conv (N images of th x tw tiles) and its multiply-adds.
 
     A block's V (16*C values a tile) and M (16*O) stay in a core's L2 cache when a big map is cut
-    into bands of about L2_TILE_BYTES of them, at least MIN_BAND_TILES tiles; small maps are
-    grouped whole, as im2col groups them (bands of 128 tiles made the 14x14 RoI maps of the mask
-    head 1.0-1.5x slower: per-block costs). A tile is 4 outputs, so the threads share blocks down
-    to a quarter of im2col's columns (a single block of a 4x64x16x16 conv ran 1.4x slower).
+    into bands of L2_TILE_BYTES of them, where such a band holds at least MIN_BAND_TILES tiles;
+    small maps are grouped whole, as im2col groups them (bands of 128 tiles made the 14x14 RoI
+    maps of the mask head 1.0-1.5x slower: per-block costs). A tile is 4 outputs, so the threads
+    share blocks down to a quarter of im2col's columns (a single block of a 4x64x16x16 conv ran
+    1.4x slower).
     """
-    band = max(MIN_BAND_TILES, L2_TILE_BYTES // (16 * (c + o) * itemsize))
+    band = L2_TILE_BYTES // (16 * (c + o) * itemsize)
+    banded = band >= MIN_BAND_TILES and th * tw > band
     block_list, _ = im2col_blocks(n, th, tw, 16 * c, o, itemsize, min_shared=MIN_SHARED_COLUMNS // 4,
-                                  max_columns=band if th * tw > band else None)
+                                  max_columns=band if banded else None)
     return block_list, n * th * tw * 16 * c * o

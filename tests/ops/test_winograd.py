@@ -63,8 +63,8 @@ def test_blocks_of_tiles_shared_among_threads(always_winograd, monkeypatch, tile
     # band_tiles 3 and 5: the 16-tile maps count as big and are cut into L2-sized bands
     monkeypatch.setattr(conv_blocks, "BLOCK_BYTES", tile_columns * 16 * 4 * 4)
     monkeypatch.setattr(conv_blocks, "MIN_THREADED_WORK", 0)
-    monkeypatch.setattr(winograd, "MIN_BAND_TILES", band_tiles)
-    monkeypatch.setattr(winograd, "L2_TILE_BYTES", 0)
+    monkeypatch.setattr(winograd, "MIN_BAND_TILES", 1)
+    monkeypatch.setattr(winograd, "L2_TILE_BYTES", band_tiles * 16 * (4 + 5) * 4)  # C + O = 9, float32
     monkeypatch.setenv("MINIRC_GEMM_THREADS", "3")
     x = rng.standard_normal((3, 4, 7, 8)).astype(np.float32)
     wt = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
@@ -97,3 +97,6 @@ def test_big_maps_are_cut_into_l2_sized_bands():
     assert len(big) == 16 and all(r1 - r0 == 4 and n1 - n0 == 1 for n0, n1, r0, r1 in big)
     small, _ = winograd._tile_blocks(100, 7, 7, 32, 32, 4)
     assert all(r0 == 0 and r1 == 7 for _, _, r0, r1 in small) and small[0][1] - small[0][0] > 1
+    # 128 -> 128 channels: 1 MiB holds only 64 tiles, under MIN_BAND_TILES: 4 MiB blocks as im2col's
+    wide, _ = winograd._tile_blocks(2, 32, 32, 128, 128, 4)
+    assert len(wide) == 4 and all(r1 - r0 == 16 for _, _, r0, r1 in wide)
