@@ -9,6 +9,8 @@ stride-1 convs through im2col and through Winograd (both forced by setting the t
 (MIN_WORK, MIN_CHANNELS) pick Winograd: the shapes are the demo model's maps (4 images, 4-32 px),
 its mask head (14x14 RoIs) and a bench_conv shape. Then Winograd's forward with and without its
 L2-sized bands of tiles (``MIN_BAND_TILES``, ``L2_TILE_BYTES`` in ``minirc/ops/_winograd.py``).
+Last, the forward, input gradient and weight gradient of bench_conv's 3x3 shapes apart, for
+comparing commits (``PYTHONPATH=<other checkout> python benchmarks/bench_conv_paths.py``).
 
 (Until 2026-12-06 it also timed a phase-wise input gradient of strided convs against col2im; the
 channel-blocked col2im of that evening beat the phases on every shape, 1.3-2.1x faster on two
@@ -37,6 +39,27 @@ BAND_SHAPES = [(2, 64, 64, 64), (1, 64, 64, 128), (4, 64, 64, 32), (4, 128, 128,
                (25, 64, 32, 14)]  # the last: 49 tiles a RoI, grouped whole either way
 
 
+PART_SHAPES = [(2, 128, 128, 64, 2), (2, 64, 64, 64, 1), (1, 64, 64, 128, 1)]  # (N, C, O, H, stride), 3x3
+
+
+def parts(rng, repeats):
+    """Forward, input gradient and weight gradient of bench_conv's 3x3 shapes, apart (median ms).
+
+    Run it with PYTHONPATH pointing at another checkout to compare commits part by part."""
+    print("\n3x3 conv parts (N, C, O, H, stride)   forward ms  dx ms  dw ms (median)")
+    for n, c, o, h, s in PART_SHAPES:
+        geom = Geometry(3, 3, s, s, 1, 1, 1, 1)
+        ho, wo = geom.out_size(h, h)
+        x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+        w = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
+        g = rng.standard_normal((n, o, ho, wo)).astype(np.float32)
+        times = [1e3 * float(np.median(call_times(fn, repeats))) for fn in (
+            lambda: conv_mod._forward_cpu(x, w, geom),
+            lambda: conv_mod._input_grad_cpu(g, w, (h, h), geom),
+            lambda: conv_mod._weight_grad_cpu(g, x, geom))]
+        print(f"{str((n, c, o, h, s)):38s} {times[0]:10.2f} {times[1]:6.2f} {times[2]:6.2f}")
+
+
 def best_ms(fn, repeats):
     return 1e3 * min(call_times(fn, repeats))
 
@@ -61,6 +84,7 @@ def main():
         print(f"{str((n, c, o, h)):34s} {n * h * h * c * 9 * o / 1e6:9.1f}M {t_im2col:10.3f} {t_wino:12.3f}"
               f" {t_im2col / t_wino:6.2f}  {'winograd' if picks else 'im2col'}")
     band_comparison(rng, geom, args.repeats)
+    parts(rng, args.repeats)
 
 
 def band_comparison(rng, geom, repeats):

@@ -237,7 +237,7 @@ def _input_grad_col2im(g, w, x_hw, geom):
 
     def block_col2im(_, blk, dot):
         n0, n1, c0, c1 = blk
-        g_block = g3[n0] if n1 - n0 == 1 else g3[n0:n1].transpose(1, 0, 2).reshape(o, -1)
+        g_block = _grad_block(g3, (n0, n1, 0, ho), wo)  # whole images
         dcols = scratch(((c1 - c0) * taps, g_block.shape[1]), g.dtype)
         dot(w2t[c0 * taps: c1 * taps], g_block, out=dcols)
         _col2im_planes_kernel(dcols, n0, n1, c0, c1, *geom, ho, wo, dx)
