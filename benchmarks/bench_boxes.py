@@ -2,8 +2,8 @@
 
 Run (torch lives in the benchmark venv; minirc is installed there editable):
 
-    /work/venv-bench/bin/python benchmarks/bench_boxes.py            # 1000, 2000, 5000 boxes
-    /work/venv-bench/bin/python benchmarks/bench_boxes.py --sizes 1000 --repeats 5
+    python benchmarks/bench_boxes.py            # (a Python with torch installed) 1000, 2000, 5000 boxes
+    python benchmarks/bench_boxes.py --sizes 1000 --repeats 5
 
 Without torch/torchvision the torchvision columns are skipped. Inputs are RPN-like: boxes clustered
 around a few dozen "objects" (jittered position and scale, several aspect ratios) with scores that

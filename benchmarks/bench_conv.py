@@ -2,9 +2,9 @@
 
 Run (torch lives in the benchmark venv; without torch its column is skipped):
 
-    /work/venv-bench/bin/python benchmarks/bench_conv.py                 # wall time, 2 threads
-    /work/venv-bench/bin/python benchmarks/bench_conv.py --cpu-time      # CPU time, 1 thread
-    /work/venv-bench/bin/python benchmarks/bench_conv.py --quick --no-numpy
+    python benchmarks/bench_conv.py                 # (a Python with torch installed) wall time, 2 threads
+    python benchmarks/bench_conv.py --cpu-time      # CPU time, 1 thread
+    python benchmarks/bench_conv.py --quick --no-numpy
 
 Every implementation runs the same work -- y = conv2d(x, w), then dx and dw from a fixed grad_out --
 on ResNet-like shapes (64-256 channels, 3x3 and 1x1, 32-128 px), after a warm-up that compiles the

@@ -3,9 +3,9 @@ reference vs torchvision's C++ CPU kernels.
 
 Run (torch lives in the benchmark venv; minirc is installed there editable):
 
-    /work/venv-bench/bin/python benchmarks/bench_roi.py              # box head and mask head shapes
-    /work/venv-bench/bin/python benchmarks/bench_roi.py --repeats 3 --no-numpy
-    /work/venv-bench/bin/python benchmarks/bench_roi.py --threads 1    # per-core work, both sides
+    python benchmarks/bench_roi.py              # (a Python with torch installed) box head and mask head shapes
+    python benchmarks/bench_roi.py --repeats 3 --no-numpy
+    python benchmarks/bench_roi.py --threads 1    # per-core work, both sides
 
 Without torch/torchvision the torchvision columns are skipped. Inputs are FPN-like: a float32
 (2, 256, H, W) feature map (P3 of an 800 x 1088 batch, stride 8), and RPN-like RoIs (log-uniform

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_train.py                      # shapes_demo and tiny, minirc (cpu) and torchvision
     python benchmarks/bench_train.py --config shapes_demo --repeats 10
-    /work/venv-bench/bin/python benchmarks/bench_train.py # a venv where torch + torchvision are importable
+    (run it with a Python where torch and torchvision are installed)
 
 Measures, per framework and config, on a batch of shapes images (the demo's data):
 

@@ -1,6 +1,6 @@
 """ResNet body with torchvision's layout and key names, and the backbone = body + FPN.
 
-Spec section 10 (torchvision ``models/resnet.py``, ``detection/backbone_utils.py``):
+docs/semantics.md section 14 (torchvision ``models/resnet.py``, ``detection/backbone_utils.py``):
 
 * stem: ``conv1`` 7x7 stride 2 (no bias) -> ``bn1`` -> ReLU -> max-pool 3x3 stride 2 pad 1 (stride 4);
 * ``layer1..layer4``: blocks; the first block of layer2..4 has stride 2 ("ResNet v1.5": the stride
@@ -108,7 +108,7 @@ class ResNet(Module):
 
 
 def make_norm_layer(config):
-    """``channels -> Module``: torchvision's rule (spec section 10) -- FrozenBatchNorm2d(eps) when it loads
+    """``channels -> Module``: torchvision's rule (docs/semantics.md section 14) -- FrozenBatchNorm2d(eps) when it loads
     pretrained weights, plain BatchNorm2d (eps 1e-5, momentum 0.1) when it trains from scratch."""
     if config.norm == "bn":
         return BatchNorm2d

@@ -1,4 +1,4 @@
-"""Box branch layers: TwoMLPHead and FastRCNNPredictor (spec sections 8-9, torchvision ``faster_rcnn.py``).
+"""Box branch layers: TwoMLPHead and FastRCNNPredictor (docs/semantics.md section 12, torchvision ``faster_rcnn.py``).
 
 TwoMLPHead: RoI features (R, C, P, P) -> flatten (C-major: index ``c * P * P + y * P + x``) ->
 ``fc6`` -> ReLU -> ``fc7`` -> ReLU -> (R, representation_size).

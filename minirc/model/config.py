@@ -1,7 +1,7 @@
 """Configuration of the Mask R-CNN model: nested frozen dataclasses, one comment per field.
 
 The defaults are torchvision's ``maskrcnn_resnet50_fpn`` (torchvision 0.29; see
-``docs/model.md`` and the spec, /work/shared/docs/semantics.md sections 5-11), so
+``docs/model.md`` and ``docs/semantics.md`` sections 9-16), so
 ``MaskRCNNConfig()`` is the same network as :func:`torchvision_resnet50`. Presets:
 
 * :func:`torchvision_resnet50` -- torchvision's model, layer for layer and key for key;
@@ -35,7 +35,7 @@ def _check_norm(config):
 
 @dataclass(frozen=True)
 class TransformConfig:
-    """GeneralizedRCNNTransform: normalise, resize, pad (spec section 11)."""
+    """GeneralizedRCNNTransform: normalise, resize, pad (docs/semantics.md section 15)."""
     min_size: tuple = (800,)  # shorter side after resizing; training draws one value uniformly, eval uses the last
     max_size: int = 1333  # cap on the longer side (the scale is the smaller of the two ratios)
     image_mean: tuple = (0.485, 0.456, 0.406)  # ImageNet RGB mean, subtracted from images in [0, 1]
@@ -53,7 +53,7 @@ class TransformConfig:
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """ResNet body with torchvision's layout and key names (spec section 10)."""
+    """ResNet body with torchvision's layout and key names (docs/semantics.md section 14)."""
     # "bottleneck" (1x1-3x3-1x1, expansion 4: ResNet-50) or "basic" (3x3-3x3, expansion 1: ResNet-18)
     block: str = "bottleneck"
     layers: tuple = (3, 4, 6, 3)  # number of blocks in layer1..layer4 (ResNet-50)
@@ -89,7 +89,7 @@ class BackboneConfig:
 
 @dataclass(frozen=True)
 class FPNConfig:
-    """Feature pyramid on C2..C5 (spec section 10)."""
+    """Feature pyramid on C2..C5 (docs/semantics.md section 14)."""
     out_channels: int = 256  # channels of every pyramid level P2..P6 (and of the RPN and RoI heads' inputs)
     extra_pool: bool = True  # add P6 = max_pool2d(P5, kernel 1, stride 2) ("pool"), used by the RPN only
     norm: str = "none"  # "none": torchvision's FPN; "bn": BatchNorm after every conv (the v2 models, from scratch)
@@ -100,7 +100,7 @@ class FPNConfig:
 
 @dataclass(frozen=True)
 class AnchorConfig:
-    """Anchors per pyramid level (spec section 5)."""
+    """Anchors per pyramid level (docs/semantics.md section 9)."""
     sizes: tuple = ((32,), (64,), (128,), (256,), (512,))  # anchor side(s) in input pixels, one tuple per level P2..P6
     aspect_ratios: tuple = ((0.5, 1.0, 2.0),) * 5  # height / width ratios, one tuple per level
 
@@ -112,7 +112,7 @@ class AnchorConfig:
 
 @dataclass(frozen=True)
 class RPNConfig:
-    """Region proposal network (spec section 6)."""
+    """Region proposal network (docs/semantics.md section 10)."""
     pre_nms_top_n_train: int = 2000  # top-scoring anchors kept per level before NMS, training
     pre_nms_top_n_test: int = 1000  # same, inference
     post_nms_top_n_train: int = 2000  # proposals kept per image after NMS, training
@@ -127,7 +127,7 @@ class RPNConfig:
 
 @dataclass(frozen=True)
 class RoIHeadsConfig:
-    """Proposal sampling, Fast R-CNN loss and detection post-processing (spec section 8)."""
+    """Proposal sampling, Fast R-CNN loss and detection post-processing (docs/semantics.md section 12)."""
     # "roi_pool" (Fast R-CNN), "roi_align" (torchvision, aligned=False), "roi_align_aligned" (detectron2, -0.5 px)
     pooler_type: str = "roi_align"
     # FPN level assignment k = floor(4 + log2(sqrt(area) / canonical_scale)): 224 (the paper's ImageNet
@@ -158,7 +158,7 @@ class RoIHeadsConfig:
 
 @dataclass(frozen=True)
 class BoxHeadConfig:
-    """RoI feature pooling for boxes, TwoMLPHead and FastRCNNPredictor (spec sections 7-9)."""
+    """RoI feature pooling for boxes, TwoMLPHead and FastRCNNPredictor (docs/semantics.md sections 11-12)."""
     pool_size: int = 7  # RoI features are (C, pool_size, pool_size)
     sampling_ratio: int = 2  # RoIAlign samples per bin side (0 or -1: adaptive ceil(roi/bin))
     representation_size: int = 1024  # width of fc6 and fc7
@@ -170,7 +170,7 @@ class BoxHeadConfig:
 
 @dataclass(frozen=True)
 class MaskHeadConfig:
-    """Mask branch: pooling, MaskRCNNHeads, MaskRCNNPredictor and the mask loss (spec sections 8-9)."""
+    """Mask branch: pooling, MaskRCNNHeads, MaskRCNNPredictor and the mask loss (docs/semantics.md section 13)."""
     pool_size: int = 14  # RoI features (C, 14, 14); the predicted masks are twice this (28x28)
     sampling_ratio: int = 2  # RoIAlign samples per bin side for the mask features
     layers: tuple = (256, 256, 256, 256)  # output channels of each 3x3 conv + ReLU of the mask head

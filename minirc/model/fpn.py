@@ -1,4 +1,4 @@
-"""Feature Pyramid Network (Lin et al. 2017) with torchvision's layout (spec section 10).
+"""Feature Pyramid Network (Lin et al. 2017) with torchvision's layout (docs/semantics.md section 14).
 
 From the coarsest level down: ``last = inner[3](C5)``, ``P5 = layer[3](last)``; then for i = 2, 1, 0:
 ``last = inner[i](C_i) + nearest_upsample(last, to the lateral's exact size)``, ``P_i = layer[i](last)``.

@@ -1,4 +1,4 @@
-"""Mask branch: layers, mask targets, the mask loss and inference (He et al. 2017, Sec. 3; spec sections 8-9).
+"""Mask branch: layers, mask targets, the mask loss and inference (He et al. 2017, Sec. 3; docs/semantics.md section 13).
 
 Shape shorthand: R RoIs (positive proposals in training, detections at inference), C channels,
 K classes (0 = background), P pooled size (14), S = 2P mask size (28).

@@ -1,4 +1,4 @@
-"""Pasting the S x S mask probabilities of the detections back into the image (spec section 11, T9).
+"""Pasting the S x S mask probabilities of the detections back into the image (docs/semantics.md section 16, case T9).
 
 torchvision ``roi_heads.py::paste_masks_in_image``, step by step:
 

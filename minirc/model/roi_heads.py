@@ -1,4 +1,4 @@
-"""RoI heads: from proposals to class scores, refined boxes and masks (spec section 8).
+"""RoI heads: from proposals to class scores, refined boxes and masks (docs/semantics.md sections 12-13).
 
 Shape shorthand: N images, R sampled RoIs (all images), K classes (0 = background), P pooled size.
 

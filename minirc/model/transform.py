@@ -1,6 +1,6 @@
 """GeneralizedRCNNTransform: what happens to images before the backbone and to detections after.
 
-Spec section 11 (torchvision ``detection/transform.py``). Per image, in this order:
+docs/semantics.md section 15 (torchvision ``detection/transform.py``). Per image, in this order:
 
 1. normalise ``(img - mean) / std`` (float32, images RGB in [0, 1]);
 2. resize by ``scale = min(min_size / min(h, w), max_size / max(h, w))`` (Python doubles), output

@@ -12,7 +12,7 @@ buffers' dtype (C numbers, cheap) and then cast to the input's dtype; the kernel
 They are computed where the buffers live: on the host for NumPy buffers, by a one-thread-per-channel
 kernel for device buffers (a model moved with ``Module.to_device``), so nothing is copied per layer.
 ``eps=1e-5`` is torchvision's default; the released COCO Mask R-CNN weights were trained with
-``eps=0.0`` (``overwrite_eps``), see docs/semantics section 10.
+``eps=0.0`` (``overwrite_eps``), see docs/semantics.md section 14.
 
 Backends: ``"numpy"`` broadcasting; ``"cpu"`` ``prange`` over the N*C planes; ``"cuda"`` one thread
 per element. Multiply then add, two roundings, as torch's separate mul and add kernels (the CUDA

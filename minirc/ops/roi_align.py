@@ -4,7 +4,7 @@ Shape shorthand: N images, C channels, H W feature size, K RoIs, PH PW pooled si
 Inputs:  input (N, C, H, W) float32/float64; boxes (K, 5) [batch_index, x1, y1, x2, y2] in image
          pixels (or a list of per-image (L, 4) x1y1x2y2 arrays); spatial_scale = feature/image size.
 Output:  (K, C, PH, PW): each bin is the mean of grid_h x grid_w bilinear samples, no rounding of
-         coordinates anywhere (docs/pixel_model.md; semantics.md section 2).
+         coordinates anywhere (docs/pixel_model.md; docs/semantics.md section 4).
 
 Convention followed: torchvision's CPU kernel (``csrc/ops/cpu/roi_align_kernel.cpp``), float for
 float in the input dtype: samples outside [-1, H] x [-1, W] are 0 but still count in the mean,

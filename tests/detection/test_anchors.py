@@ -9,7 +9,7 @@ FPN_GRIDS_800x1088 = [(200, 272), (100, 136), (50, 68), (25, 34), (13, 17)]
 
 
 def test_default_cell_anchors_are_torchvisions_rounded_values():
-    # semantics.md section 5 [verified with torchvision 0.29.1]
+    # docs/semantics.md section 9 [verified with torchvision 0.29.1]
     expected = {
         32: [[-23, -11, 23, 11], [-16, -16, 16, 16], [-11, -23, 11, 23]],
         64: [[-45, -23, 45, 23], [-32, -32, 32, 32], [-23, -45, 23, 45]],
@@ -25,7 +25,7 @@ def test_default_cell_anchors_are_torchvisions_rounded_values():
 
 
 def test_torchvision_15x15_image_3x3_map():
-    # torchvision test_models_detection_anchor_utils.py (T8)
+    # torchvision test_models_detection_anchor_utils.py (docs/semantics.md case T8)
     gen = AnchorGenerator(sizes=((10,),), aspect_ratios=((1.0,),))
     (anchors,) = gen((15, 15), [(3, 3)])
     np.testing.assert_array_equal(anchors, [
@@ -47,7 +47,7 @@ def test_fpn_800x1088_count_first_anchors_and_pool_stride():
 
 
 def test_detectron2_default_generator_case_in_torchvision_order():
-    # T8: detectron2 sizes [32, 64], ratios [0.25, 1, 4], stride 4, 1x2 grid, offset 0.0.
+    # docs/semantics.md case T8: detectron2 sizes [32, 64], ratios [0.25, 1, 4], stride 4, 1x2 grid, offset 0.0.
     # detectron2 lists a cell size-major, torchvision (and minirc) ratio-major: same boxes, permuted.
     d2_cell = np.array([[-32, -8, 32, 8], [-16, -16, 16, 16], [-8, -32, 8, 32],
                         [-64, -16, 64, 16], [-32, -32, 32, 32], [-16, -64, 16, 64]], np.float32)

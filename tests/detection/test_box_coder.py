@@ -14,7 +14,7 @@ GT = np.array([[15, 25, 45, 110]], np.float32)
 
 
 def test_verified_encode_decode_with_box_head_weights():
-    # semantics.md section 4 [verified with torchvision 0.29.1]
+    # docs/semantics.md section 6 [verified with torchvision 0.29.1]
     coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
     deltas = coder.encode(GT, PROPOSAL)
     assert deltas.dtype == np.float32

@@ -6,7 +6,7 @@ from hypothesis.extra import numpy as hnp
 
 from minirc.detection import Matcher
 
-# T7 (detectron2 tests/modeling/test_matcher.py, translated; [verified] with torchvision)
+# docs/semantics.md case T7 (detectron2 tests/modeling/test_matcher.py, translated; [verified] with torchvision)
 T7 = np.array([[0.15, 0.45, 0.2, 0.6], [0.3, 0.65, 0.05, 0.1], [0.05, 0.4, 0.25, 0.4]], np.float32)
 
 
@@ -40,7 +40,7 @@ def test_best_anchor_rule_includes_ties():
 
 
 def test_gt_with_zero_best_iou_rescues_every_zero_anchor():
-    # edge case (semantics.md section 4): a gt overlapping nothing ties with every anchor at IoU 0
+    # edge case (docs/semantics.md section 7): a gt overlapping nothing ties with every anchor at IoU 0
     q = np.array([[0.0, 0.0, 0.0], [0.8, 0.0, 0.0]])
     assert Matcher(0.7, 0.3)(q).tolist() == [1, -1, -1]
     assert Matcher(0.7, 0.3, True)(q).tolist() == [1, 0, 0]

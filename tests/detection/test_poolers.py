@@ -16,7 +16,7 @@ SHAPES = [(32, 40), (16, 20), (8, 10), (4, 5)]  # P2..P5 of a 128 x 160 image
 @pytest.mark.parametrize("w, h, level", [(224, 224, 2), (112, 112, 1), (111.9, 111.9, 0), (447.9, 448, 2),
                                          (448, 448, 3), (10, 10, 0), (2000, 2000, 3), (0, 5, 0)])
 def test_level_mapper_golden_sides(w, h, level):
-    # semantics.md section 7 [verified against torchvision]; 224 -> P4 (index 2 when P2 is index 0)
+    # docs/semantics.md section 11 [verified against torchvision]; 224 -> P4 (index 2 when P2 is index 0)
     assert LevelMapper(2, 5)([np.array([[10, 20, 10 + w, 20 + h]], np.float32)]).tolist() == [level]
 
 

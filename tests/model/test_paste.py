@@ -1,4 +1,4 @@
-"""Mask pasting (spec section 11, T9) and the bilinear / nearest resizing it shares with the transform."""
+"""Mask pasting (docs/semantics.md section 16, case T9) and the bilinear / nearest resizing it shares with the transform."""
 import numpy as np
 import pytest
 

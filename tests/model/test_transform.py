@@ -1,4 +1,4 @@
-"""GeneralizedRCNNTransform: sizes (T9), normalisation, padding, target resizing, postprocess."""
+"""GeneralizedRCNNTransform: sizes (docs/semantics.md case T9), normalisation, padding, target resizing, postprocess."""
 import numpy as np
 import pytest
 

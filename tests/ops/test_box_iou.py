@@ -1,4 +1,4 @@
-"""box_iou: semantics.md T5 golden values, hand cases (touching, nested, zero-area -> NaN), dtypes,
+"""box_iou: docs/semantics.md case T5 golden values, hand cases (touching, nested, zero-area -> NaN), dtypes,
 bit-exact numpy/cpu/cuda agreement, hypothesis properties, device arrays, errors, empty inputs."""
 import numpy as np
 import pytest

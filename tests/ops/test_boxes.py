@@ -1,4 +1,4 @@
-"""box_area, clip_boxes_to_image, remove_small_boxes: semantics.md T6 golden cases, hand cases
+"""box_area, clip_boxes_to_image, remove_small_boxes: docs/semantics.md case T6 golden cases, hand cases
 (bounds W/H, inclusive >=, the float32 comparison), leading dimensions, backend agreement,
 hypothesis properties, device arrays, errors, empty inputs."""
 import numpy as np

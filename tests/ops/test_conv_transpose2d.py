@@ -31,7 +31,7 @@ def test_golden_overlapping_stride1(backend):
 
 
 def test_mask_head_formula(rng):
-    # semantics.md section 9: y[o, 2i+a, 2j+b] = bias[o] + sum_c x[c, i, j] * W[c, o, a, b]
+    # docs/semantics.md section 13: y[o, 2i+a, 2j+b] = bias[o] + sum_c x[c, i, j] * W[c, o, a, b]
     x = rng.standard_normal((2, 3, 2, 3)).astype(np.float32)
     w = rng.standard_normal((3, 4, 2, 2)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)

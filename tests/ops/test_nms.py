@@ -1,4 +1,4 @@
-"""nms and batched_nms: semantics.md T6 golden cases, strictness, ties, the float32 threshold trap,
+"""nms and batched_nms: docs/semantics.md case T6 golden cases, strictness, ties, the float32 threshold trap,
 NaN IoU, numpy/cpu/cuda agreement (incl. the CUDA tile edges), hypothesis properties (greedy
 invariants; batched never crosses classes), both batched paths and the branch choice, device
 arrays, errors, empty inputs."""

@@ -1,4 +1,4 @@
-"""RoIAlign: golden values (detectron2's 5x5 case, semantics.md T1-T3), backend agreement (bit-exact),
+"""RoIAlign: golden values (detectron2's 5x5 case, docs/semantics.md cases T1-T3), backend agreement (bit-exact),
 finite-difference gradients, border cases, determinism, errors and empty inputs."""
 import importlib
 

@@ -1,4 +1,4 @@
-"""RoIPool: hand-computed cases (semantics.md T4, C rounding of halves, overlapping bins, ties),
+"""RoIPool: hand-computed cases (docs/semantics.md case T4, C rounding of halves, overlapping bins, ties),
 bit-exact backend agreement, finite differences, determinism, errors and empty inputs."""
 import numpy as np
 import pytest
