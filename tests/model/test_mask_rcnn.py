@@ -150,7 +150,7 @@ def _bn(prefix, c):
 
 
 def expected_torchvision_shapes():
-    """Appendix A of the spec, written out: maskrcnn_resnet50_fpn's 307 state-dict entries."""
+    """docs/semantics.md section 20, written out: maskrcnn_resnet50_fpn's 307 state-dict entries."""
     s = {"backbone.body.conv1.weight": (64, 3, 7, 7), **_bn("backbone.body.bn1", 64)}
     in_ch = 64
     for layer, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512)), start=1):
