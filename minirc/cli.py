@@ -1,8 +1,10 @@
-"""Command line: ``python -m minirc {demo,train,predict,eval}`` (also installed as ``minirc``).
+"""Command line: ``python -m minirc {demo,train,ablate,predict,eval}`` (also installed as ``minirc``).
 
     python -m minirc demo --out runs/demo                       # train on shapes, evaluate, figures
     python -m minirc train --config tiny --iters 200 --out runs/tiny
     python -m minirc train --resume runs/tiny/checkpoint_000100.npz --out runs/tiny
+    python -m minirc ablate pooling --seeds 0,1,2 --out runs/ablate     # Table 2c at toy scale
+    python -m minirc demo --set roi_heads.pooler_type=roi_pool          # any setting by dotted name
     python -m minirc predict runs/demo/checkpoint.npz photo.png --out photo_pred.png
     python -m minirc predict runs/demo/checkpoint.npz --shapes 8 --coco-results results.json
     python -m minirc eval runs/demo/checkpoint.npz --num-images 200
@@ -25,20 +27,29 @@ def _add_common(p, progress=True):
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_set(p):
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="change a setting by dotted name, e.g. roi_heads.pooler_type=roi_pool, train.lr=0.02, "
+                        "data.train_max_objects=12 (repeatable; see minirc/train/settings.py)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from minirc.train.demo import DEMO_PRESETS
 
     parser = argparse.ArgumentParser(prog="minirc", description="Mask R-CNN from scratch in NumPy and Numba.")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,train,predict,eval}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,train,ablate,predict,eval}")
     sub.required = True
 
     p = sub.add_parser("demo", help="train a small model on synthetic shapes, evaluate, write metrics and figures")
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     p.add_argument("--config", default="shapes_demo", choices=sorted(DEMO_PRESETS), help="preset (default: shapes_demo)")
+    p.add_argument("--iters", type=int, default=None,
+                   help="train exactly this many iterations (default: the preset's fixed length)")
     p.add_argument("--budget-seconds", type=float, default=None,
-                   help="training time budget, compilation included (default: the preset's, 510 s for shapes_demo)")
-    p.add_argument("--iters", type=int, default=None, help="train exactly this many iterations instead of a budget")
+                   help="train for this many seconds instead (compilation included; the result then "
+                        "depends on the machine's speed)")
     p.add_argument("--seed", type=int, default=0, help="seed of the model, the data and the batch order")
+    _add_set(p)
     p.add_argument("--test-images", type=int, default=None,
                    help="held-out images to evaluate on (default: the preset's, 100 for shapes_demo)")
     _add_common(p)
@@ -47,13 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/train", help="output directory (default: runs/train)")
     p.add_argument("--config", default="shapes_demo", choices=sorted(DEMO_PRESETS),
                    help="model + data + solver preset (default: shapes_demo)")
-    p.add_argument("--iters", type=int, default=None, help="iterations (default: the preset's budget decides)")
+    p.add_argument("--iters", type=int, default=None, help="iterations (default: the preset's fixed length)")
     p.add_argument("--budget-seconds", type=float, default=None, help="stop after this many seconds of training")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="base learning rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N iterations")
     p.add_argument("--resume", default=None, metavar="CKPT", help="continue a run from its checkpoint")
+    _add_set(p)
+    _add_common(p)
+
+    p = sub.add_parser("ablate", help="the Mask R-CNN paper's Table 2 ablations at toy scale (several variants "
+                                      "and seeds; results.json and results.md in --out)")
+    p.add_argument("study", help="pooling, pooling_stride32 or mask_loss (see minirc/train/ablate.py)")
+    p.add_argument("--variants", default=None, help="comma-separated variants (default: all of the study's)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    p.add_argument("--iters", type=int, default=None, help="iterations per run (default: the study's)")
+    p.add_argument("--out", default="runs/ablate", help="output directory (default: runs/ablate)")
+    _add_set(p)
     _add_common(p)
 
     p = sub.add_parser("predict", help="draw a checkpoint's detections on images (or write COCO results)")
@@ -87,21 +109,23 @@ def cmd_demo(args):
 
     _positive(args.iters, "--iters")
     _positive(args.test_images, "--test-images")
+    from minirc.train.settings import parse_sets
+
     run_demo(args.out, args.config, budget_seconds=args.budget_seconds, iters=args.iters, seed=args.seed,
-             backend=args.backend, progress=not args.no_progress, test_images=args.test_images)
+             backend=args.backend, progress=not args.no_progress, test_images=args.test_images,
+             sets=parse_sets(args.sets))
 
 
 def cmd_train(args):
-    from minirc.train.demo import build, demo_config
+    from minirc.train.demo import build, demo_config, set_length
+    from minirc.train.settings import apply_sets, parse_sets
     from minirc.train.trainer import Trainer
 
     _positive(args.iters, "--iters")
     _positive(args.batch_size, "--batch-size")
     if args.resume:
         return _resume(args)
-    cfg = demo_config(args.config)
-    if args.iters is not None or args.budget_seconds is not None:
-        cfg.train.iters, cfg.train.budget_seconds = args.iters, args.budget_seconds
+    cfg = set_length(apply_sets(demo_config(args.config), parse_sets(args.sets)), args.iters, args.budget_seconds)
     for name in ("batch_size", "lr", "seed", "checkpoint_every"):
         if getattr(args, name) is not None:
             setattr(cfg.train, name, getattr(args, name))
@@ -115,16 +139,14 @@ def cmd_train(args):
 def _resume(args):
     from minirc.train.checkpoint import load_checkpoint
     from minirc.train.demo import DemoConfig, build
-    from minirc.train.trainer import TrainConfig, Trainer
+    from minirc.train.trainer import Trainer
 
     extra = load_checkpoint(args.resume)["extra"]
     if "demo" not in extra or "iteration" not in extra:
         raise ValueError(f"--resume: {args.resume!r} was not written by 'minirc train' or 'minirc demo'")
-    d = dict(extra["demo"])
-    d["classes"] = tuple(d["classes"])
-    d["train"] = TrainConfig.from_dict(d["train"])
-    d.setdefault("train_max_objects", d.get("max_objects", 4))  # older checkpoints trained on their max_objects
-    cfg = DemoConfig(**d)
+    if args.sets:
+        raise ValueError(f"--set: a resumed run keeps the settings it was started with, got {args.sets}")
+    cfg = DemoConfig.from_dict(extra["demo"])
     if args.iters is not None and args.iters != extra["iters"]:
         raise ValueError(f"--iters: a resumed run keeps its length ({extra['iters']} iterations: the LR "
                          f"schedule depends on it), got {args.iters}")
@@ -145,8 +167,26 @@ def _held_out(extra, num_images, seed=None):
     train_seed = int(data.get("seed", 0))
     return ShapesDataset(num_images, image_size=data.get("image_size", 128),
                          classes=tuple(data.get("classes", ("circle", "square", "triangle"))),
-                         max_objects=data.get("max_objects", 4),
+                         max_objects=(extra.get("demo") or {}).get("max_objects", data.get("max_objects", 4)),
+                         size_range=tuple(data.get("size_range", (0.08, 0.22))),
                          seed=train_seed + TEST_SEED_OFFSET if seed is None else seed)
+
+
+def cmd_ablate(args):
+    from minirc.train.ablate import ablate
+    from minirc.train.settings import parse_sets
+
+    _positive(args.iters, "--iters")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds: expected comma-separated ints >= 0, got {args.seeds!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise ValueError(f"--seeds: expected comma-separated ints >= 0, got {args.seeds!r}")
+    ablate(args.study, variants, seeds, args.iters, args.out, parse_sets(args.sets), args.backend,
+           progress=not args.no_progress)
+    print(f"[ablate] wrote {args.out}/results.json and {args.out}/results.md")
 
 
 def cmd_predict(args):
@@ -227,7 +267,7 @@ def _positive(value, name):
         raise ValueError(f"{name}: expected an int >= 1, got {value}")
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "predict": cmd_predict, "eval": cmd_eval}
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "ablate": cmd_ablate, "predict": cmd_predict, "eval": cmd_eval}
 
 
 def main(argv=None) -> int:

@@ -10,11 +10,13 @@ SGD with momentum and weight decay; the learning rate warms up linearly from
 ``lr * warmup_factor`` over ``warmup_iters`` iterations, then drops by ``gamma`` at each step
 (``steps`` are fractions of the total iterations, so a schedule scales with the run's length).
 
-A run has a length in iterations (``iters``) or a time budget (``budget_seconds``) or both. With a
-budget only, the trainer first compiles the kernels on one batch, times two more forward/backward
-passes (no update), and sets ``iters`` to what fits in the time left; every 10 iterations, until the
-first LR step, it re-estimates ``iters`` from the measured speed (a shared machine's speed moves);
-the budget is also a hard stop.
+A run has a length in iterations (``iters``, the default of every preset: the same numbers on
+every machine) or a time budget (``budget_seconds``) or both. With a budget only, the trainer first
+compiles the kernels on one batch, times two more forward/backward passes (no update), and sets
+``iters`` to what fits in the time left; every 10 iterations, until the first LR step, it
+re-estimates ``iters`` from the measured speed (a shared machine's speed moves); the budget is also
+a hard stop. The progress bar's total never changes: iterations for a run of fixed length, the
+budget's seconds for a budgeted one.
 """
 from __future__ import annotations
 
@@ -110,6 +112,7 @@ class Trainer:
         self.log = LossLog()
         self.stopped_by_budget = False
         self.replan = False  # budget-only runs re-estimate their length as they go (see _replan)
+        self.first_iteration_seconds = 0.0  # this session's first iteration (it compiles the kernels)
 
     def _make_scheduler(self, iters: int):
         from minirc.optim import WarmupMultiStepLR
@@ -176,8 +179,6 @@ class Trainer:
     # ---- the loop ---------------------------------------------------------------------------
     def train(self) -> LossLog:
         """Run until ``iters`` (or the time budget); save the final checkpoint, log and plot."""
-        from tqdm import tqdm
-
         from minirc.backend import use_backend, get_backend
 
         started = time.perf_counter() - self.seconds_before
@@ -186,8 +187,7 @@ class Trainer:
                 self.iters = self._calibrate(started)
                 self.scheduler = self._make_scheduler(self.iters)
                 self.replan = True
-            bar = tqdm(total=self.iters, initial=self.iteration, disable=not self.progress,
-                       desc="train", unit="it", mininterval=1.0, dynamic_ncols=True)
+            bar = self._progress_bar(started)
             budget = self.config.budget_seconds
             first = self.iteration
             while self.iteration < self.iters:
@@ -195,17 +195,19 @@ class Trainer:
                 if budget is not None and self.iteration > first and time.perf_counter() - started > budget:
                     self.stopped_by_budget = True
                     break
+                t = time.perf_counter()
                 images, targets = self.loader.next_batch()
                 values = self.step(images, targets)
                 self.iteration += 1
-                self.log.append({"iter": self.iteration, "lr": values.pop("lr"),
-                                 "seconds": time.perf_counter() - started, **values})
-                bar.update(1)
+                now = time.perf_counter()
+                if self.iteration == first + 1:
+                    self.first_iteration_seconds = now - t
+                self.log.append({"iter": self.iteration, "lr": values.pop("lr"), "seconds": now - started, **values})
+                bar.update(min(now - started, budget) - bar.n if self.replan else 1)
                 bar.set_postfix({SHORT_NAMES.get(k, k): f"{v:.3f}" for k, v in self.log.running_mean().items()},
                                 refresh=False)
                 if self.replan and self.iteration % 10 == 0 and self.iteration < self.iters:
                     self._replan(started)
-                    bar.total = self.iters
                 every = self.config.checkpoint_every
                 if every and self.iteration % every == 0 and self.iteration < self.iters:
                     self.save(self._path(f"checkpoint_{self.iteration:06d}.npz"), started)
@@ -215,6 +217,17 @@ class Trainer:
             self.save(self._path("checkpoint.npz"))
             self.write_logs()
         return self.log
+
+    def _progress_bar(self, started: float):
+        """A tqdm bar whose total is fixed: the run's iterations, or a budgeted run's seconds."""
+        from tqdm import tqdm
+
+        common = dict(disable=not self.progress, desc="train", mininterval=1.0, dynamic_ncols=True)
+        if self.replan:
+            budget = self.config.budget_seconds
+            return tqdm(total=budget, initial=min(time.perf_counter() - started, budget), unit="s",
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{postfix}]", **common)
+        return tqdm(total=self.iters, initial=self.iteration, unit="it", **common)
 
     @property
     def seconds(self) -> float:
