@@ -28,6 +28,7 @@ STORAGE_DTYPES = {
 # torch dtypes (pickled as the globals torch.<name>; _rebuild_tensor_v3 passes one) -> NumPy's name
 TORCH_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8",
                 "bool", "complex64", "complex128", "uint16", "uint32", "uint64")
+_RAW_CODES = {"bfloat16": "u2", "bool": "u1"}  # read as bits, converted after the strided copy
 MAX_DIMS = 64  # torch's own limit on tensor dimensions is far above any weight; this bounds the checks
 
 
@@ -66,7 +67,7 @@ class TensorType:
 
 def raw_dtype(dtype: str, byteorder: str = "little") -> np.dtype:
     """The NumPy dtype that reads one element of ``dtype`` from a storage's bytes."""
-    base = {"bfloat16": "u2", "bool": "u1"}.get(dtype, np.dtype(dtype).str[1:])
+    base = _RAW_CODES[dtype] if dtype in _RAW_CODES else np.dtype(dtype).str[1:]
     return np.dtype(("<" if byteorder == "little" else ">") + base)
 
 
