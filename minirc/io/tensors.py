@@ -180,7 +180,9 @@ def _strided_copy(storage: Storage, offset: int, size: tuple, stride: tuple, dty
     view = np.lib.stride_tricks.as_strided(flat[offset:], size, [s * raw.itemsize for s in stride],
                                            writeable=False)
     if dtype == "bfloat16":  # the upper half of a float32: shift the 16 bits into place
-        return (view.astype(np.uint32, order="C") << 16).view(np.float32)
+        bits = view.astype(np.uint32, order="C")
+        bits <<= 16  # in place: a 0-d array stays an array
+        return bits.view(np.float32)
     if dtype == "bool":
-        return np.ascontiguousarray(view != 0)
+        return np.array(view != 0, order="C")
     return np.array(view, dtype=np.dtype(dtype).newbyteorder("="), order="C")

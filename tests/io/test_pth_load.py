@@ -43,6 +43,8 @@ def _every_dtype():
         ("c64", tensor(np.array([1 + 2j, -3j], np.complex64))),
         ("bn.num_batches_tracked", tensor(np.array(17, np.int64))),  # 0-d
         ("empty", FakeTensor(FakeStorage(np.zeros(0, np.float32)), 0, (0, 4), (4, 1))),
+        ("bf16_scalar", FakeTensor(FakeStorage(bfloat16_bits(bf), "bfloat16"), 1, (), ())),
+        ("bool_scalar", FakeTensor(FakeStorage(np.array([False, True])), 1, (), ())),
     ])
     expected = {
         "conv.weight": base, "conv.weight_t": base.T, "conv.column": base[:, 1],
@@ -52,6 +54,7 @@ def _every_dtype():
         "i8": np.array([-128, 127], np.int8), "u8": np.array([0, 255, 7], np.uint8),
         "mask": np.array([True, False, True]), "c64": np.array([1 + 2j, -3j], np.complex64),
         "bn.num_batches_tracked": np.array(17, np.int64), "empty": np.zeros((0, 4), np.float32),
+        "bf16_scalar": np.array(-2.5, np.float32), "bool_scalar": np.array(True),
     }
     return state, expected
 
