@@ -20,12 +20,11 @@ import numpy as np
 
 from minirc import _checks
 from minirc.autograd import Tensor
+from minirc.model.config import POOLER_TYPES
 from minirc.nn import functional as F
 from minirc.nn.module import Module
 from minirc.ops._rois import convert_boxes_to_roi_format
 from minirc.tensor_math import cat
-
-POOLER_TYPES = ("roi_align", "roi_align_aligned", "roi_pool")
 
 
 def _host(a):
@@ -79,8 +78,13 @@ class MultiScaleRoIAlign(Module):
         list of features, every entry is a level, finest first (P2..P5 only, not the 'pool' P6);
     output_size: int or (PH, PW) (7 for the box head, 14 for the mask head);
     sampling_ratio: samples per bin side (torchvision's detector uses 2; <= 0 adaptive);
-    pooler_type: "roi_align" (torchvision: aligned=False), "roi_align_aligned" (detectron2's
-        ROIAlignV2: aligned=True) or "roi_pool" (Fast R-CNN's quantized max pooling).
+    pooler_type: one of ``minirc.model.config.POOLER_TYPES``: "roi_align" (torchvision: aligned=False),
+        "roi_align_aligned" (detectron2's ROIAlignV2: aligned=True), "roi_pool" (Fast R-CNN's quantized
+        max pooling), "roi_warp" (RoIPool's snapped box, bilinear average) or "roi_align_max"
+        (RoIAlign's samples, aligned=False, max per bin): the rows of the Mask R-CNN paper's Table 2c.
+    level: None (FPN level assignment, above) or k: every RoI is pooled from the one map of stride
+        2**k (P4: 16, P5: 32), as in the Mask R-CNN paper's single-map C4 and C5 models; the map is
+        found by its inferred scale, and a level whose map is not among the features is a ValueError.
     Call: pooler(features, boxes, image_sizes) with features a list of (N, C, H_l, W_l) Tensors,
     boxes a list of N (L_i, 4) x1y1x2y2 arrays in input pixels, image_sizes N (h, w) pairs.
     Returns (K, C, PH, PW), K = sum L_i, rows in the order of the boxes; the gradient flows into
@@ -88,7 +92,8 @@ class MultiScaleRoIAlign(Module):
     """
 
     def __init__(self, featmap_names=None, output_size=7, sampling_ratio: int = 2, *,
-                 canonical_scale: int = 224, canonical_level: int = 4, pooler_type: str = "roi_align"):
+                 canonical_scale: int = 224, canonical_level: int = 4, pooler_type: str = "roi_align",
+                 level: int | None = None):
         super().__init__()
         self.featmap_names = None if featmap_names is None else list(featmap_names)
         self.output_size = _checks.pair(output_size, "output_size", minimum=1)
@@ -97,12 +102,14 @@ class MultiScaleRoIAlign(Module):
         self.sampling_ratio = int(sampling_ratio)
         self.pooler_type = _checks.one_of(pooler_type, "pooler_type", POOLER_TYPES)
         self.canonical_scale, self.canonical_level = canonical_scale, canonical_level
+        self.level = None if level is None else _checks.positive_int(level, "level")
         self.scales = None      # per-level feature/image scale, inferred on the first call
         self.map_levels = None  # the LevelMapper built with them
 
     def extra_repr(self) -> str:
         return (f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
-                f"sampling_ratio={self.sampling_ratio}, pooler_type={self.pooler_type!r}")
+                f"sampling_ratio={self.sampling_ratio}, pooler_type={self.pooler_type!r}"
+                + ("" if self.level is None else f", level={self.level}"))
 
     def _levels(self, features):
         if isinstance(features, dict):
@@ -126,11 +133,24 @@ class MultiScaleRoIAlign(Module):
         k_max = int(-np.log2(np.float32(self.scales[-1])))
         self.map_levels = LevelMapper(k_min, k_max, self.canonical_scale, self.canonical_level)
 
+    def _fixed_level(self, features):
+        """The map of stride 2**level (by the inferred scales) and its scale."""
+        strides = [int(round(1.0 / s)) for s in self.scales]
+        if 2 ** self.level not in strides:
+            raise ValueError(f"level: expected the level of one of the feature maps (strides {strides}: levels "
+                             f"{[int(np.log2(s)) for s in strides]}), got {self.level} (stride {2 ** self.level})")
+        i = strides.index(2 ** self.level)
+        return features[i], self.scales[i]
+
     def _pool(self, feature, rois, scale):
-        if self.pooler_type == "roi_pool":
-            return F.roi_pool(feature, rois, self.output_size, scale)
-        return F.roi_align(feature, rois, self.output_size, scale, self.sampling_ratio,
-                           aligned=self.pooler_type == "roi_align_aligned")
+        kind, size, sr = self.pooler_type, self.output_size, self.sampling_ratio
+        if kind == "roi_pool":
+            return F.roi_pool(feature, rois, size, scale)
+        if kind == "roi_warp":
+            return F.roi_warp(feature, rois, size, scale, sr)
+        if kind == "roi_align_max":
+            return F.roi_align_max(feature, rois, size, scale, sr, aligned=False)
+        return F.roi_align(feature, rois, size, scale, sr, aligned=kind == "roi_align_aligned")
 
     def forward(self, features, boxes, image_sizes):
         features = self._levels(features)
@@ -145,6 +165,9 @@ class MultiScaleRoIAlign(Module):
                              f"{len(features)} (set pooler.scales = None to infer them again)")
         dtype = features[0].dtype
         rois = convert_boxes_to_roi_format([_host(b) for b in boxes], dtype)
+        if self.level is not None:  # one map for every roi: no mapping
+            feature, scale = self._fixed_level(features)
+            return self._pool(feature, rois, scale)
         if len(features) == 1 or len(rois) == 0:  # one level: no mapping; no rois: (0, C, PH, PW)
             return self._pool(features[0], rois, self.scales[0])
         levels = self.map_levels(boxes)

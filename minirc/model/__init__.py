@@ -10,7 +10,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "MaskRCNNConfig": ".config", "TransformConfig": ".config", "BackboneConfig": ".config",
     "FPNConfig": ".config", "AnchorConfig": ".config", "RPNConfig": ".config", "RoIHeadsConfig": ".config",
     "BoxHeadConfig": ".config", "MaskHeadConfig": ".config",
-    "torchvision_resnet50": ".config", "tiny": ".config", "shapes_demo": ".config", "preset": ".config",
+    "torchvision_resnet50": ".config", "tiny": ".config", "shapes_demo": ".config", "shapes_stride16": ".config",
+    "shapes_stride32": ".config", "preset": ".config",
     "override": ".config",
     # the detector and its parts
     "MaskRCNN": ".mask_rcnn", "load_torchvision_state_dict": ".mask_rcnn",

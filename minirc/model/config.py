@@ -6,7 +6,9 @@ The defaults are torchvision's ``maskrcnn_resnet50_fpn`` (torchvision 0.29; see
 
 * :func:`torchvision_resnet50` -- torchvision's model, layer for layer and key for key;
 * :func:`tiny` -- a few-thousand-parameter network on 64-128 px images, for tests and notebooks;
-* :func:`shapes_demo` -- a small network that trains on the synthetic shapes on a CPU.
+* :func:`shapes_demo` -- a small network that trains on the synthetic shapes on a CPU;
+* :func:`shapes_stride16`, :func:`shapes_stride32` -- shapes_demo pooling every RoI from one map
+  (P4 or P5), without FPN level assignment, like the Mask R-CNN paper's C4 and C5 models.
 
 Checkpoints store ``config.to_dict()`` (plain Python values, JSON-friendly) and rebuild it with
 ``MaskRCNNConfig.from_dict(d)``. :func:`override` changes fields by dotted name
@@ -19,7 +21,12 @@ from dataclasses import dataclass, field
 
 BLOCKS = ("bottleneck", "basic")
 NORMS = ("frozen_bn", "bn")
-POOLER_TYPES = ("roi_pool", "roi_align", "roi_align_aligned")
+# How RoI features are read (docs/roi_pooling.md; the rows of the Mask R-CNN paper's Table 2c):
+# "roi_pool" RoIPool (max over whole cells of the snapped box), "roi_warp" RoIWarp (bilinear average over
+# the snapped box), "roi_align" RoIAlign (bilinear average, torchvision aligned=False), "roi_align_aligned"
+# (detectron2's aligned=True, -0.5 px), "roi_align_max" (RoIAlign's samples, max per bin, aligned=False)
+POOLER_TYPES = ("roi_pool", "roi_warp", "roi_align", "roi_align_aligned", "roi_align_max")
+POOL_LEVELS = (2, 3, 4, 5)  # roi_heads.pool_level: the FPN level P2..P5 (strides 4..32) every RoI reads
 MASK_LOSSES = ("sigmoid", "softmax")
 
 
@@ -128,11 +135,15 @@ class RPNConfig:
 @dataclass(frozen=True)
 class RoIHeadsConfig:
     """Proposal sampling, Fast R-CNN loss and detection post-processing (docs/semantics.md section 12)."""
-    # "roi_pool" (Fast R-CNN), "roi_align" (torchvision, aligned=False), "roi_align_aligned" (detectron2, -0.5 px)
+    # one of POOLER_TYPES: "roi_pool", "roi_warp", "roi_align" (torchvision, aligned=False),
+    # "roi_align_aligned" (detectron2, -0.5 px), "roi_align_max"
     pooler_type: str = "roi_align"
     # FPN level assignment k = floor(4 + log2(sqrt(area) / canonical_scale)): 224 (the paper's ImageNet
     # crop) on 800 px images; small images want it scaled down so that large objects reach deeper levels
     canonical_scale: float = 224.0
+    # None: FPN level assignment (canonical_scale above); 2..5: every RoI is pooled from that one level,
+    # 4 = P4 (stride 16, like the paper's C4 models), 5 = P5 (stride 32, its C5 row in Table 2d)
+    pool_level: int | None = None
     fg_iou_thresh: float = 0.5  # proposals with IoU >= this with a gt box are foreground (labelled with its class)
     bg_iou_thresh: float = 0.5  # proposals with IoU < this with every gt box are background (label 0)
     batch_size_per_image: int = 512  # proposals sampled per image (gt boxes are appended first)
@@ -149,6 +160,10 @@ class RoIHeadsConfig:
     def __post_init__(self):
         if self.pooler_type not in POOLER_TYPES:
             _fail(type(self), "pooler_type", f"one of {POOLER_TYPES}", self.pooler_type)
+        lvl = self.pool_level
+        if lvl is not None and (not isinstance(lvl, int) or isinstance(lvl, bool) or lvl not in POOL_LEVELS):
+            _fail(type(self), "pool_level", f"None (FPN level assignment) or a level in {POOL_LEVELS} "
+                  f"(P2..P5, strides 4..32)", lvl)
         if len(self.bbox_reg_weights) != 4:
             _fail(type(self), "bbox_reg_weights", "4 numbers", self.bbox_reg_weights)
         cap = self.mask_rois_per_image
@@ -322,7 +337,20 @@ def shapes_demo(num_classes: int = 4) -> MaskRCNNConfig:
     )
 
 
-PRESETS = {"torchvision_resnet50": torchvision_resnet50, "tiny": tiny, "shapes_demo": shapes_demo}
+def shapes_stride16(num_classes: int = 4) -> MaskRCNNConfig:
+    """:func:`shapes_demo` with every RoI pooled from P4 (stride 16, ``roi_heads.pool_level=4``): one
+    map and no FPN level assignment, as in the Mask R-CNN paper's C4 models (Table 2c)."""
+    return override(shapes_demo(num_classes), {"roi_heads.pool_level": 4})
+
+
+def shapes_stride32(num_classes: int = 4) -> MaskRCNNConfig:
+    """:func:`shapes_demo` with every RoI pooled from P5 (stride 32, ``roi_heads.pool_level=5``), as in
+    the paper's C5 row (Table 2d), where quantization moves a RoI by up to 16 image pixels."""
+    return override(shapes_demo(num_classes), {"roi_heads.pool_level": 5})
+
+
+PRESETS = {"torchvision_resnet50": torchvision_resnet50, "tiny": tiny, "shapes_demo": shapes_demo,
+           "shapes_stride16": shapes_stride16, "shapes_stride32": shapes_stride32}
 
 
 def preset(name: str, **kwargs) -> MaskRCNNConfig:

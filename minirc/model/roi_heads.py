@@ -212,4 +212,5 @@ def _pooler(output_size: int, sampling_ratio: int, rh):
     from minirc.detection.poolers import MultiScaleRoIAlign
 
     return MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=output_size, sampling_ratio=sampling_ratio,
-                              canonical_scale=rh.canonical_scale, pooler_type=rh.pooler_type)
+                              canonical_scale=rh.canonical_scale, pooler_type=rh.pooler_type,
+                              level=rh.pool_level)

@@ -12,7 +12,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "box_iou": ".box_iou",
     "nms": ".nms", "batched_nms": ".nms",
     # region pooling
-    "roi_align": ".roi_align", "roi_pool": ".roi_pool",
+    "roi_align": ".roi_align", "roi_pool": ".roi_pool", "roi_warp": ".roi_warp", "roi_align_max": ".roi_align_max",
     # convolution and matrix products, forward and backward kernels (autograd: minirc.nn.functional)
     "matmul": ".matmul", "conv2d_forward": ".conv2d", "conv2d_backward": ".conv2d",
     "conv_transpose2d_forward": ".conv_transpose2d", "conv_transpose2d_backward": ".conv_transpose2d",

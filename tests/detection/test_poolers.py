@@ -1,12 +1,14 @@
 """LevelMapper (FPN Eqn. 1, torchvision's float32 floor + eps) and MultiScaleRoIAlign (scale
-inference and caching, rois order, pooler types, gradients into every level, empty inputs)."""
+inference and caching, rois order, pooler types, a fixed level, gradients into every level, empty inputs)."""
 import importlib
 
 import numpy as np
 import pytest
 
 from minirc import Tensor
+from minirc.detection import poolers
 from minirc.detection.poolers import LevelMapper, MultiScaleRoIAlign, infer_scale
+from minirc.model.config import POOLER_TYPES
 from minirc.nn import functional as F
 
 ra = importlib.import_module("minirc.ops.roi_align")  # the module (minirc.ops.roi_align is the function)
@@ -56,7 +58,18 @@ def _boxes(rng, n=2, k=9):
     return out
 
 
-@pytest.mark.parametrize("pooler_type", ["roi_align", "roi_align_aligned", "roi_pool"])
+def _pool_one(pooler_type, f, rois, size, scale, sr):
+    """What MultiScaleRoIAlign should call for each pooler type."""
+    if pooler_type == "roi_pool":
+        return F.roi_pool(f, rois, size, scale)
+    if pooler_type == "roi_warp":
+        return F.roi_warp(f, rois, size, scale, sr)
+    if pooler_type == "roi_align_max":
+        return F.roi_align_max(f, rois, size, scale, sr, aligned=False)
+    return F.roi_align(f, rois, size, scale, sr, aligned=pooler_type == "roi_align_aligned")
+
+
+@pytest.mark.parametrize("pooler_type", POOLER_TYPES)
 def test_each_roi_is_pooled_from_its_level_in_box_order(rng, pooler_type):
     feats, boxes, sizes = _features(rng), _boxes(rng), [(128, 160), (120, 150)]
     pooler = MultiScaleRoIAlign(["0", "1", "2", "3"], 3, 2, pooler_type=pooler_type)
@@ -66,12 +79,36 @@ def test_each_roi_is_pooled_from_its_level_in_box_order(rng, pooler_type):
     assert len(set(levels.tolist())) >= 3  # the case exercises the reordering
     rois = np.concatenate([np.concatenate([np.full((len(b), 1), i, np.float32), b], 1) for i, b in enumerate(boxes)])
     for k, (roi, lvl) in enumerate(zip(rois, levels)):
-        f, s = feats[lvl], pooler.scales[lvl]
-        if pooler_type == "roi_pool":
-            expected = F.roi_pool(f, roi[None], 3, s)
-        else:
-            expected = F.roi_align(f, roi[None], 3, s, 2, aligned=pooler_type == "roi_align_aligned")
+        expected = _pool_one(pooler_type, feats[lvl], roi[None], 3, pooler.scales[lvl], 2)
         np.testing.assert_array_equal(out.numpy()[k], expected.numpy()[0])
+
+
+def test_pooler_types_are_defined_once():
+    assert poolers.POOLER_TYPES is POOLER_TYPES
+    assert set(POOLER_TYPES) == {"roi_pool", "roi_warp", "roi_align", "roi_align_aligned", "roi_align_max"}
+
+
+@pytest.mark.parametrize("level, index", [(4, 2), (5, 3), (2, 0)])
+def test_fixed_level_pools_every_roi_from_one_map(rng, level, index):
+    feats, boxes, sizes = _features(rng, requires_grad=True), _boxes(rng), [(128, 160), (120, 150)]
+    pooler = MultiScaleRoIAlign(["0", "1", "2", "3"], 3, 2, pooler_type="roi_warp", level=level)
+    out = pooler(feats, boxes, sizes)
+    rois = np.concatenate([np.concatenate([np.full((len(b), 1), i, np.float32), b], 1) for i, b in enumerate(boxes)])
+    expected = F.roi_warp(feats[index], rois, 3, 2.0 ** -level, 2)
+    np.testing.assert_array_equal(out.numpy(), expected.numpy())
+    out.sum().backward()
+    assert all((f.grad is not None and f.grad.any()) == (i == index) for i, f in enumerate(feats))
+    assert "level=" in repr(pooler)
+
+
+def test_fixed_level_errors(rng):
+    feats, boxes = _features(rng), _boxes(rng)
+    with pytest.raises(ValueError, match=r"level: expected the level of one of the feature maps.*got 6"):
+        MultiScaleRoIAlign(None, 2, 2, level=6)(feats, boxes, [(128, 160)] * 2)
+    with pytest.raises(ValueError, match="level"):
+        MultiScaleRoIAlign(None, 2, 2, level=0)
+    with pytest.raises(TypeError, match="level"):
+        MultiScaleRoIAlign(None, 2, 2, level=4.5)
 
 
 def test_gradient_reaches_every_level(rng):
@@ -132,7 +169,7 @@ def test_dict_features_and_errors(rng):
     b = MultiScaleRoIAlign(None, 2, 2)(feats, boxes, [(128, 160)] * 2)
     np.testing.assert_array_equal(a.numpy(), b.numpy())
     with pytest.raises(ValueError, match="pooler_type"):
-        MultiScaleRoIAlign(None, 2, 2, pooler_type="roi_warp")
+        MultiScaleRoIAlign(None, 2, 2, pooler_type="roi_warp_max")
     with pytest.raises(ValueError, match="boxes, image_sizes"):
         MultiScaleRoIAlign(None, 2, 2)(feats, boxes[:1], [(128, 160)])
     with pytest.raises(ValueError, match="features"):

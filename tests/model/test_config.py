@@ -48,7 +48,9 @@ def test_from_dict_names_unknown_fields():
 
 @pytest.mark.parametrize("changes, match", [
     ({"mask_head.loss": "l2"}, "loss"),
-    ({"roi_heads.pooler_type": "roi_warp"}, "pooler_type"),
+    ({"roi_heads.pooler_type": "roi_warp_max"}, "pooler_type"),
+    ({"roi_heads.pool_level": 6}, "pool_level"),
+    ({"roi_heads.pool_level": 4.0}, "pool_level"),
     ({"backbone.block": "wide"}, "block"),
     ({"backbone.trainable_layers": 6}, "trainable_layers"),
     ({"num_classes": 1}, "num_classes"),

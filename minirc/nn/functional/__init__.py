@@ -12,5 +12,5 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "max_pool2d": ".pooling", "interpolate": ".upsampling",
     "frozen_batch_norm2d": ".norm", "batch_norm": ".batch_norm",
     "smooth_l1_loss": ".loss", "binary_cross_entropy_with_logits": ".loss", "cross_entropy": ".loss",
-    "roi_align": ".roi", "roi_pool": ".roi",
+    "roi_align": ".roi", "roi_pool": ".roi", "roi_warp": ".roi", "roi_align_max": ".roi",
 })

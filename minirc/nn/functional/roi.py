@@ -1,8 +1,10 @@
-"""Differentiable RoIAlign and RoIPool (``torchvision.ops.roi_align`` / ``roi_pool``).
+"""Differentiable RoIAlign and RoIPool (``torchvision.ops.roi_align`` / ``roi_pool``), and the two
+variants of the Mask R-CNN paper's Table 2c: RoIWarp and RoIAlign with max aggregation.
 
 Gradients flow into the feature map only: the boxes are constants (proposals and ground truth
 are computed outside the tape, as in torchvision, which has no gradient w.r.t. rois either).
-The kernels live in :mod:`minirc.ops.roi_align` and :mod:`minirc.ops.roi_pool`; the backward
+The kernels live in :mod:`minirc.ops.roi_align`, :mod:`minirc.ops.roi_pool`,
+:mod:`minirc.ops.roi_warp` and :mod:`minirc.ops.roi_align_max`; the backward
 runs on the backend the forward used and is deterministic (see those modules).
 """
 from __future__ import annotations
@@ -13,7 +15,11 @@ from minirc.cuda_utils import is_device_array
 from minirc.ops.roi_align import roi_align as _roi_align
 from minirc.ops.roi_align import roi_align_backward as _roi_align_backward
 from minirc.ops.roi_pool import roi_pool as _roi_pool
+from minirc.ops.roi_align_max import roi_align_max as _roi_align_max
+from minirc.ops.roi_align_max import roi_align_max_backward as _roi_align_max_backward
 from minirc.ops.roi_pool import roi_pool_backward as _roi_pool_backward
+from minirc.ops.roi_warp import roi_warp as _roi_warp
+from minirc.ops.roi_warp import roi_warp_backward as _roi_warp_backward
 from minirc.ops._rois import check_rois
 
 
@@ -86,3 +92,56 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0):
     the gradient goes to the argmax cell of every bin."""
     rois = _as_rois(input, boxes)
     return RoIPool.apply(input, rois, output_size=output_size, spatial_scale=spatial_scale)
+
+
+class RoIWarp(Function):
+    @staticmethod
+    def forward(ctx, input, rois, output_size=7, spatial_scale=1.0, sampling_ratio=-1):
+        ctx.backend = get_backend()
+        ctx.rois, ctx.input_shape = rois, tuple(input.shape)
+        ctx.args = (spatial_scale, sampling_ratio)
+        return _roi_warp(input, rois, output_size, spatial_scale, sampling_ratio, backend=ctx.backend)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if not ctx.needs_grad[0]:
+            return None, None
+        grad_out = _in_rois_dtype(ctx, grad_out)
+        return _roi_warp_backward(grad_out, ctx.rois, ctx.input_shape, *ctx.args, backend=ctx.backend), None
+
+
+def roi_warp(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1):
+    """RoIWarp (the box snapped to whole cells as RoIPool snaps it, then RoIAlign's bilinear samples
+    averaged, ``aligned=False``) of ``input`` (N, C, H, W) over ``boxes`` (K, 5) or a list of
+    per-image (L, 4) boxes. Returns a (K, C, PH, PW) Tensor. See :func:`minirc.ops.roi_warp`."""
+    rois = _as_rois(input, boxes)
+    return RoIWarp.apply(input, rois, output_size=output_size, spatial_scale=spatial_scale,
+                         sampling_ratio=sampling_ratio)
+
+
+class RoIAlignMax(Function):
+    @staticmethod
+    def forward(ctx, input, rois, output_size=7, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
+        ctx.backend = get_backend()
+        out, ctx.argmax = _roi_align_max(input, rois, output_size, spatial_scale, sampling_ratio, aligned,
+                                         return_argmax=True, backend=ctx.backend)
+        ctx.rois, ctx.input_shape = rois, tuple(input.shape)
+        ctx.args = (spatial_scale, sampling_ratio, aligned)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if not ctx.needs_grad[0]:
+            return None, None
+        grad_out = _in_rois_dtype(ctx, grad_out)
+        return _roi_align_max_backward(grad_out, ctx.argmax, ctx.rois, ctx.input_shape, *ctx.args,
+                                       backend=ctx.backend), None
+
+
+def roi_align_max(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
+    """RoIAlign's sample points, each bin the max of its samples, of ``input`` (N, C, H, W) over
+    ``boxes`` (K, 5) or a list of per-image (L, 4) boxes. Returns a (K, C, PH, PW) Tensor; the
+    gradient goes to the four neighbours of every bin's winning sample. See :func:`minirc.ops.roi_align_max`."""
+    rois = _as_rois(input, boxes)
+    return RoIAlignMax.apply(input, rois, output_size=output_size, spatial_scale=spatial_scale,
+                             sampling_ratio=sampling_ratio, aligned=aligned)
