@@ -143,11 +143,11 @@ def _tensor_args(name: str, array: np.ndarray, storages: dict) -> tuple:
 
 
 def _view_of_base(array: np.ndarray):
-    """``(base, offset, stride)`` in elements when ``array`` is a view into a C-contiguous base array."""
+    """``(base, offset, stride)`` in elements when ``array`` is (a view into) a C-contiguous base array."""
     base = array
     while isinstance(base.base, np.ndarray):
         base = base.base
-    if base is array or base.dtype != array.dtype or not base.flags.c_contiguous:
+    if base.dtype != array.dtype or not base.flags.c_contiguous:
         return None, 0, ()
     delta = array.__array_interface__["data"][0] - base.__array_interface__["data"][0]
     size = array.itemsize
