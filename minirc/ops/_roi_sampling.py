@@ -120,8 +120,9 @@ def sample_grid(start_h, start_w, bin_h, bin_w, grid_h, grid_w, output_size, H, 
 
 def sample_values(feat, valid, corners, weights):
     """The bilinear values (C, PH, grid_h, PW, grid_w) of the samples over feat (C, H, W), 0 off the map."""
-    terms = [w * feat[:, r, c] for (r, c), w in zip(corners, weights)]
-    values = terms[0] + terms[1] + terms[2] + terms[3]  # left to right, as the kernels
+    with np.errstate(invalid="ignore"):  # 0 * inf is NaN here as in the kernels' float arithmetic
+        terms = [w * feat[:, r, c] for (r, c), w in zip(corners, weights)]
+        values = terms[0] + terms[1] + terms[2] + terms[3]  # left to right, as the kernels
     return np.where(valid, values, feat.dtype.type(0))
 
 
