@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     from minirc.train.demo import DEMO_PRESETS
 
     parser = argparse.ArgumentParser(prog="minirc", description="Mask R-CNN from scratch in NumPy and Numba.")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,train,ablate,predict,eval}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,train,ablate,predict,eval,export}")
     sub.required = True
 
     p = sub.add_parser("demo", help="train a small model on synthetic shapes, evaluate, write metrics and figures")
@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--out", default=None, help="write the metrics JSON here")
     _add_common(p)
+
+    p = sub.add_parser("export", help="write a checkpoint's weights as a torch .pth file under torchvision's keys")
+    p.add_argument("checkpoint", help="a checkpoint.npz written by train or demo")
+    p.add_argument("out", metavar="OUT.pth", help="the file to write; torch.load(OUT, weights_only=True) reads it")
     return parser
 
 
@@ -262,12 +266,24 @@ def cmd_eval(args):
         print(f"[eval] wrote {args.out}")
 
 
+def cmd_export(args):
+    from minirc.io import save_pth
+    from minirc.train.checkpoint import load_model
+
+    model, _ = load_model(args.checkpoint)
+    state = model.torchvision_state_dict()
+    save_pth(state, args.out)
+    values = sum(int(v.size) for k, v in state.items() if not k.endswith("num_batches_tracked"))
+    print(f"[export] {len(state)} tensors ({values:,} values) under torchvision's keys -> {args.out}")
+
+
 def _positive(value, name):
     if value is not None and value < 1:
         raise ValueError(f"{name}: expected an int >= 1, got {value}")
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "ablate": cmd_ablate, "predict": cmd_predict, "eval": cmd_eval}
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "ablate": cmd_ablate, "predict": cmd_predict, "eval": cmd_eval,
+            "export": cmd_export}
 
 
 def main(argv=None) -> int:

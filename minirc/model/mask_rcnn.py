@@ -28,6 +28,7 @@ State-dict keys are torchvision's (``backbone.body.*``, ``backbone.fpn.*``, ``rp
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 
 import numpy as np
@@ -80,6 +81,11 @@ class MaskRCNN(Module):
         elif not on_gpu and any(placed):
             self.to_host()
         return on_gpu
+
+    def torchvision_state_dict(self) -> dict:
+        """The weights as torchvision's ``state_dict()`` holds them: the inverse of
+        :func:`load_torchvision_state_dict` (see :func:`torchvision_state_dict`)."""
+        return torchvision_state_dict(self)
 
 
 def build_rpn(config):
@@ -192,8 +198,21 @@ def torchvision_key(key: str) -> str:
     return key
 
 
-def load_torchvision_state_dict(model: Module, state: dict) -> Module:
+def torchvision_state_dict(model: Module) -> dict:
+    """``{torchvision key: np.ndarray}``: float32 parameters and buffers, int64 ``num_batches_tracked``.
+
+    minirc's keys are torchvision's current names, so this is ``model.state_dict()`` with
+    torchvision's dtypes; ``minirc.io.save_pth`` writes it as a file that ``torch.load`` reads and a
+    torchvision model of the same layout loads with ``strict=True`` (``minirc export``, docs/io.md).
+    """
+    return {key: value.astype(np.int64 if key.endswith("num_batches_tracked") else np.float32, copy=False)
+            for key, value in model.state_dict().items()}
+
+
+def load_torchvision_state_dict(model: Module, state) -> Module:
     """Load a torchvision ``maskrcnn_resnet50_fpn`` state dict (torch tensors or arrays) into ``model``.
+
+    ``state`` may also be the path of a ``.pth`` file, read without torch by :func:`minirc.io.load_pth`.
 
     Accepts legacy key names (``rpn.head.conv.*``, ``fpn.inner_blocks.{i}.*``, ``mask_head.mask_fcn{i}.*``).
     BatchNorm's ``num_batches_tracked`` is dropped for a FrozenBatchNorm2d model (``backbone.norm="frozen_bn"``)
@@ -201,6 +220,10 @@ def load_torchvision_state_dict(model: Module, state: dict) -> Module:
     Raises ValueError listing missing, unexpected or wrongly shaped keys. For the COCO_V1 weights build
     the model with ``frozen_bn_eps=0.0``.
     """
+    if isinstance(state, (str, os.PathLike)):
+        from minirc.io import load_pth
+
+        state = load_pth(state)
     own = {k: tuple(np.shape(v.data if hasattr(v, "data") else v)) for k, v in model.state_dict().items()}
     converted = {}
     for key, value in state.items():
