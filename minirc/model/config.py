@@ -345,7 +345,7 @@ def shapes_stride16(num_classes: int = 4) -> MaskRCNNConfig:
 
 def shapes_stride32(num_classes: int = 4) -> MaskRCNNConfig:
     """:func:`shapes_demo` with every RoI pooled from P5 (stride 32, ``roi_heads.pool_level=5``), as in
-    the paper's C5 row (Table 2d), where quantization moves a RoI by up to 16 image pixels."""
+    the paper's C5 row (Table 2d), where rounding to whole cells moves each RoI corner by up to 16 image pixels."""
     return override(shapes_demo(num_classes), {"roi_heads.pool_level": 5})
 
 
