@@ -42,7 +42,7 @@ def allowed_globals(builder: TensorBuilder) -> dict:
         "torch._tensor._rebuild_from_type_v2": builder.rebuild_from_type_v2,
         "torch.Tensor": TensorType("torch.Tensor"),
         "torch.nn.parameter.Parameter": TensorType("torch.nn.parameter.Parameter"),
-        "torch.UntypedStorage": StorageType("UntypedStorage", "uint8"),
+        "torch.storage.UntypedStorage": StorageType("UntypedStorage", "uint8"),  # bytes, for _v3
     }
     for name, dtype in STORAGE_DTYPES.items():
         table[f"torch.{name}"] = StorageType(name, dtype)

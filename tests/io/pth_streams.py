@@ -29,9 +29,11 @@ def _fake_torch():
     torch = types.ModuleType("torch")
     utils = types.ModuleType("torch._utils")
     tensor_mod = types.ModuleType("torch._tensor")
-    torch._utils, torch._tensor = utils, tensor_mod
-    for name in list(STORAGE_NAMES.values()) + ["UntypedStorage"]:
+    storage_mod = types.ModuleType("torch.storage")
+    torch._utils, torch._tensor, torch.storage = utils, tensor_mod, storage_mod
+    for name in STORAGE_NAMES.values():
         setattr(torch, name, type(name, (), {"__module__": "torch"}))
+    storage_mod.UntypedStorage = type("UntypedStorage", (), {"__module__": "torch.storage"})
     for name in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter"):
         fn = types.FunctionType((lambda *a: None).__code__, {}, name)
         fn.__module__, fn.__qualname__ = "torch._utils", name
@@ -40,7 +42,7 @@ def _fake_torch():
     fn.__module__, fn.__qualname__ = "torch._tensor", "_rebuild_from_type_v2"
     tensor_mod._rebuild_from_type_v2 = fn
     torch.Tensor = type("Tensor", (), {"__module__": "torch"})
-    return {"torch": torch, "torch._utils": utils, "torch._tensor": tensor_mod}
+    return {"torch": torch, "torch._utils": utils, "torch._tensor": tensor_mod, "torch.storage": storage_mod}
 
 
 @contextlib.contextmanager
@@ -123,9 +125,9 @@ def zip_bytes(obj, folder="archive", byteorder="little", protocol=2, write_byteo
             storages[id(o)] = (o.key or str(len(storages)), o)
         key = storages[id(o)][0]
         torch = sys.modules["torch"]
-        name = "UntypedStorage" if o.dtype == "untyped" else STORAGE_NAMES[o.dtype]
-        numel = len(o.data()) if o.dtype == "untyped" else o.values.size
-        return ("storage", getattr(torch, name), key, "cpu", numel)
+        if o.dtype == "untyped":
+            return ("storage", torch.storage.UntypedStorage, key, "cpu", len(o.data()))
+        return ("storage", getattr(torch, STORAGE_NAMES[o.dtype]), key, "cpu", o.values.size)
 
     data_pkl = _pickle(obj, persistent_id, protocol)
     out = io.BytesIO()

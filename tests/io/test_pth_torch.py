@@ -24,6 +24,7 @@ def _torch_state():
         "i32": torch.tensor([-5, 7], dtype=torch.int32), "i16": torch.tensor([-300], dtype=torch.int16),
         "i8": torch.tensor([-128, 127], dtype=torch.int8), "u8": torch.tensor([0, 255], dtype=torch.uint8),
         "mask": torch.tensor([True, False]), "c64": torch.tensor([1 + 2j], dtype=torch.complex64),
+        "u16": torch.tensor([1, 65535], dtype=torch.uint16), "u64": torch.tensor([2 ** 64 - 1], dtype=torch.uint64),
         "base": base, "t": base.t(), "col": base[:, 2], "step": base[1::2, ::3], "expand": base[0, :1].expand(3, 2),
         "param": torch.nn.Parameter(torch.ones(2)), "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 3),
     })
