@@ -22,7 +22,7 @@ from minirc.tensor_math import cat, stack  # noqa: E402
 __version__ = "0.1.0"
 
 _SUBMODULES = ("ops", "nn", "optim", "random", "detection", "data", "evaluation", "testing", "model",
-               "train", "visualize")
+               "train", "visualize", "io")
 __getattr__, __dir__ = lazy_exports(__name__, {name: (f".{name}", None) for name in _SUBMODULES})
 
 __all__ = ["Tensor", "Function", "no_grad", "is_grad_enabled", "cat", "stack",
