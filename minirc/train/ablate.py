@@ -26,6 +26,9 @@ import statistics
 import subprocess
 import time
 
+import numpy as np
+
+from minirc.evaluation.object_iou import best_mask_ious
 from minirc.train.demo import DemoConfig, demo_config, set_length, train_and_evaluate
 from minirc.train.settings import apply_sets
 
@@ -126,12 +129,38 @@ def run_one(study_name: str, variant: str, seed: int, iters: int | None, out: st
     m = result.metrics
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(m, f, indent=2)
+    save_objects(os.path.join(run_dir, "objects.npz"), result.test_ds, result.predictions)
     return {"study": study_name, "variant": variant, "seed": seed, "iters": cfg.train.iters,
             "seconds": round(time.perf_counter() - started, 1),
             "command": _command(study_name, variant, seed, cfg.train.iters, out, sets or {}),
             "commit": _commit(), "sets": dict(sets or {}),
             "segm": {k: m["segm"][k] for k in ("AP", "AP50", "AP75", "APs")},
             "bbox": {k: m["bbox"][k] for k in ("AP", "AP50", "AP75")}}
+
+
+PREVIEW_IMAGES = 8  # held-out images whose predicted masks each run keeps (objects.npz) for figures
+
+
+def save_objects(path: str, test_ds, predictions, score_threshold: float = 0.5) -> None:
+    """``objects.npz``: one row per held-out object (``image``, ``label``, ``area`` in pixels, ``iou``
+    of its best same-class mask, minirc/evaluation/object_iou.py), and the binarised masks
+    (bit-packed), labels and scores of the detections scoring >= ``score_threshold`` on the first
+    :data:`PREVIEW_IMAGES` images, so figures can be drawn without the checkpoint."""
+    rows, preview = [], {}
+    for i, prediction in enumerate(predictions):
+        target = test_ds[i][1]
+        ious = best_mask_ious(target, prediction, score_threshold)
+        areas = np.asarray(target["masks"], bool).sum(axis=(1, 2))
+        rows += [(i, int(lab), int(a), float(v)) for lab, a, v in zip(target["labels"], areas, ious)]
+        if i < PREVIEW_IMAGES:
+            keep = np.asarray(prediction["scores"]) >= score_threshold
+            masks = np.asarray(prediction["masks"])[keep]
+            masks = masks.reshape(len(masks), *np.shape(target["masks"])[1:]) >= 0.5
+            preview[f"masks_{i}"] = np.packbits(masks, axis=-1)
+            preview[f"labels_{i}"] = np.asarray(prediction["labels"])[keep].astype(np.int16)
+            preview[f"scores_{i}"] = np.asarray(prediction["scores"])[keep].astype(np.float32)
+    table = np.array(rows, dtype=[("image", "i4"), ("label", "i2"), ("area", "i4"), ("iou", "f4")])
+    np.savez_compressed(path, objects=table, **preview)
 
 
 def merge(runs: list, new: dict) -> list:

@@ -52,3 +52,26 @@ def test_a_rerun_replaces_the_same_run_and_the_table_summarises_seeds():
     table = results_table(runs)
     assert "| **sigmoid** (baseline) | 0,1 | 0.600 [0.500-0.700]" in table
     assert "| softmax | 0 | 0.400 [0.400-0.400]" in table and "| -0.200 |" in table
+
+
+def test_objects_npz_holds_one_row_per_held_out_object(tmp_path):
+    import numpy as np
+
+    from minirc.data import ShapesDataset
+    from minirc.train.ablate import save_objects
+
+    ds = ShapesDataset(3, image_size=32, seed=5, empty_fraction=0.0)
+    targets = [ds[i][1] for i in range(3)]
+    # a perfect prediction for image 0 (its gt masks and labels), nothing for the others
+    t0 = targets[0]
+    preds = [{"masks": t0["masks"][:, None].astype(np.float32), "labels": t0["labels"],
+              "scores": np.ones(len(t0["labels"]), np.float32)}] + \
+            [{"masks": np.zeros((0, 1, 32, 32), np.float32), "labels": np.zeros(0, np.int64),
+              "scores": np.zeros(0, np.float32)} for _ in range(2)]
+    save_objects(tmp_path / "o.npz", ds, preds)
+    with np.load(tmp_path / "o.npz") as z:
+        rows = z["objects"]
+        assert len(rows) == sum(len(t["labels"]) for t in targets)
+        np.testing.assert_array_equal(rows["iou"][rows["image"] == 0], 1.0)
+        np.testing.assert_array_equal(rows["iou"][rows["image"] > 0], 0.0)
+        assert z["masks_0"].shape[0] == len(t0["labels"]) and z["masks_1"].shape[0] == 0
