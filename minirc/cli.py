@@ -8,6 +8,8 @@
     python -m minirc predict runs/demo/checkpoint.npz photo.png --out photo_pred.png
     python -m minirc predict runs/demo/checkpoint.npz --shapes 8 --coco-results results.json
     python -m minirc eval runs/demo/checkpoint.npz --num-images 200
+    python -m minirc data nuclei --out data/nuclei                     # a real data set as COCO files
+    python -m minirc train --coco data/nuclei/train.json --val-coco data/nuclei/val.json --config tiny
 
 Errors in the arguments or the files print one line (``minirc <command>: error: ...``) and exit
 with status 2; set ``MINIRC_DEBUG=1`` to see the traceback instead.
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     from minirc.train.demo import DEMO_PRESETS
 
     parser = argparse.ArgumentParser(prog="minirc", description="Mask R-CNN from scratch in NumPy and Numba.")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,train,ablate,predict,eval,export}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,train,ablate,predict,eval,export,data}")
     sub.required = True
 
     p = sub.add_parser("demo", help="train a small model on synthetic shapes, evaluate, write metrics and figures")
@@ -65,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N iterations")
     p.add_argument("--resume", default=None, metavar="CKPT", help="continue a run from its checkpoint")
+    _add_coco_train(p)
     _add_set(p)
     _add_common(p)
 
@@ -87,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a .png file (one image) or a directory for the figures (default: predictions/)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="draw detections scoring at least this")
     p.add_argument("--coco-results", default=None, metavar="FILE", help="also write COCO results JSON to FILE")
+    p.add_argument("--coco", default=None, metavar="JSON",
+                   help="predict every image listed in this COCO file (results carry its image ids)")
+    p.add_argument("--image-dir", default=None, help="folder of the --coco images (default: the JSON's folder)")
     _add_common(p, progress=False)
 
     p = sub.add_parser("eval", help="COCO-style AP of a checkpoint (held-out shapes, or a COCO JSON data set)")
@@ -104,7 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a checkpoint's weights as a torch .pth file under torchvision's keys")
     p.add_argument("checkpoint", help="a checkpoint.npz written by train or demo")
     p.add_argument("out", metavar="OUT.pth", help="the file to write; torch.load(OUT, weights_only=True) reads it")
+
+    p = sub.add_parser("data", help="write a bundled data set as COCO JSON + PNG files")
+    p.add_argument("name", choices=("nuclei",), help="nuclei: stardist's fluorescence nuclei sample as tiles")
+    p.add_argument("--out", default="data/nuclei", help="output folder (default: data/nuclei)")
+    p.add_argument("--tile-size", type=int, default=128, help="side of the square tiles (default: 128)")
+    p.add_argument("--min-area", type=int, default=20,
+                   help="smallest visible part (pixels) of a nucleus cut by a tile border (default: 20)")
     return parser
+
+
+def _add_coco_train(p):
+    p.add_argument("--coco", default=None, metavar="TRAIN.json",
+                   help="train on this COCO instances file instead of shapes (see minirc/train/coco_run.py)")
+    p.add_argument("--image-dir", default=None, help="folder of the --coco images (default: the JSON's folder)")
+    p.add_argument("--val-coco", default=None, metavar="VAL.json", help="validation file, scored during training")
+    p.add_argument("--val-image-dir", default=None, help="folder of the --val-coco images (default: its folder)")
+    p.add_argument("--eval-every", type=int, default=None, metavar="N",
+                   help="score --val-coco every N iterations (always after the last one)")
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -129,6 +152,10 @@ def cmd_train(args):
     _positive(args.batch_size, "--batch-size")
     if args.resume:
         return _resume(args)
+    if args.coco or args.val_coco:
+        from minirc.train.coco_run import train_from_args
+
+        return train_from_args(args)
     cfg = set_length(apply_sets(demo_config(args.config), parse_sets(args.sets)), args.iters, args.budget_seconds)
     for name in ("batch_size", "lr", "seed", "checkpoint_every"):
         if getattr(args, name) is not None:
@@ -150,10 +177,14 @@ def _resume(args):
         raise ValueError(f"--resume: {args.resume!r} was not written by 'minirc train' or 'minirc demo'")
     if args.sets:
         raise ValueError(f"--set: a resumed run keeps the settings it was started with, got {args.sets}")
-    cfg = DemoConfig.from_dict(extra["demo"])
     if args.iters is not None and args.iters != extra["iters"]:
         raise ValueError(f"--iters: a resumed run keeps its length ({extra['iters']} iterations: the LR "
                          f"schedule depends on it), got {args.iters}")
+    if "coco" in extra:
+        from minirc.train.coco_run import resume
+
+        return resume(args, extra)
+    cfg = DemoConfig.from_dict(extra["demo"])
     model, train_ds, _ = build(cfg, cfg.train.seed)
     trainer = Trainer(model, train_ds, cfg.train, out_dir=args.out, progress=not args.no_progress,
                       backend=args.backend, extra={"demo": extra["demo"], "class_names": extra.get("class_names")})
@@ -197,6 +228,7 @@ def cmd_predict(args):
     import matplotlib.pyplot as plt
 
     from minirc.train.checkpoint import load_model
+    from minirc.train.coco_run import coco_info, images_of, label_to_category_id
     from minirc.train.evaluate import coco_results, predict_images
     from minirc.data import read_image
     from minirc.visualize import show_prediction
@@ -206,7 +238,14 @@ def cmd_predict(args):
     class_names = extra.get("class_names")
     if args.images and args.shapes:
         raise ValueError("--shapes: give image files or --shapes N, not both")
-    if args.images:
+    if args.coco and (args.images or args.shapes):
+        raise ValueError("--coco: give image files, --shapes N or --coco JSON, one of them")
+    if args.coco:
+        images, names, ids = images_of(args.coco, args.image_dir)
+    elif not args.images and coco_info(extra) is not None:
+        raise ValueError(f"images: {args.checkpoint!r} was trained on COCO files, not shapes: give image "
+                         f"files or --coco JSON")
+    elif args.images:
         for f in args.images:
             if not os.path.isfile(f):
                 raise FileNotFoundError(f"images: no file {f!r}")
@@ -234,7 +273,8 @@ def cmd_predict(args):
         print(f"[predict] {name}: {len(p['scores'])} detections, "
               f"{int((p['scores'] >= args.score_threshold).sum())} with score >= {args.score_threshold:g} -> {path}")
     if args.coco_results:
-        results = coco_results(predictions, ids, len(class_names) if class_names else ckpt["config"]["num_classes"])
+        results = coco_results(predictions, ids, len(class_names) if class_names else ckpt["config"]["num_classes"],
+                               label_to_category_id(extra))
         with open(args.coco_results, "w") as f:
             json.dump(results, f)
         print(f"[predict] wrote {len(results)} COCO results to {args.coco_results}")
@@ -246,20 +286,27 @@ def cmd_eval(args):
 
     _positive(args.num_images, "--num-images")
     _positive(args.batch_size, "--batch-size")
+    from minirc.train.coco_run import check_categories, coco_info
+
     model, ckpt = load_model(args.checkpoint)
     if args.coco:
         from minirc.data import COCODataset
 
         ds = COCODataset(args.coco, args.image_dir)
+        if coco_info(ckpt["extra"]) is not None:   # the same categories, or the ids would be scored wrongly
+            check_categories(coco_info(ckpt["extra"])["categories"], ds, "--coco")
         if ds.num_classes != model.config.num_classes:
             raise ValueError(f"--coco: {args.coco!r} has {ds.num_classes - 1} categories, the model was "
                              f"trained for {model.config.num_classes - 1}")
+    elif coco_info(ckpt["extra"]) is not None:
+        raise ValueError(f"--coco: {args.checkpoint!r} was trained on COCO files, not shapes: give --coco JSON")
     else:
         ds = _held_out(ckpt["extra"], args.num_images, args.seed)
-    metrics = evaluate_model(model, ds, args.batch_size, args.backend, progress=not args.no_progress)
+    metrics = evaluate_model(model, ds, args.batch_size, args.backend, progress=not args.no_progress, per_class=True)
     for t in ("bbox", "segm"):
         m = metrics[t]
         print(f"[eval] {t:4s}: AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}  (images: {len(ds)})")
+        print(f"[eval] {t:4s} AP by class: " + ", ".join(f"{name} {ap:.3f}" for name, ap in m["per_class"].items()))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(metrics, f, indent=2)
@@ -277,13 +324,23 @@ def cmd_export(args):
     print(f"[export] {len(state)} tensors ({values:,} values) under torchvision's keys -> {args.out}")
 
 
+def cmd_data(args):
+    from minirc.data.real import write_nuclei_coco
+
+    paths = write_nuclei_coco(args.out, tile_size=args.tile_size, min_area=args.min_area)
+    for split in ("train", "val"):
+        print(f"[data] nuclei {split}: {paths[split + '_images']} images, {paths[split + '_objects']} nuclei "
+              f"-> {paths[split]}")
+    print(f"[data] images in {paths['image_dir']}")
+
+
 def _positive(value, name):
     if value is not None and value < 1:
         raise ValueError(f"{name}: expected an int >= 1, got {value}")
 
 
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "ablate": cmd_ablate, "predict": cmd_predict, "eval": cmd_eval,
-            "export": cmd_export}
+            "export": cmd_export, "data": cmd_data}
 
 
 def main(argv=None) -> int:

@@ -116,6 +116,12 @@ class COCODataset:
                              f"{info['height']}x{info['width']}")
         return image, self.target(iid)
 
+    def image_info(self, image_id: int) -> dict:
+        """The file's ``images`` entry of ``image_id`` (a copy): ``file_name``, ``height``, ``width``, ..."""
+        if image_id not in self._images:
+            raise KeyError(f"image_id: {self.source} has no image with id {image_id!r}")
+        return dict(self._images[image_id])
+
     def target(self, image_id: int) -> dict:
         """The training target of one image (see the module docstring); no image is read."""
         info = self._images[image_id]

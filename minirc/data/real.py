@@ -21,6 +21,10 @@ the 1st and 99.8th percentiles of the whole image map to 0 and 1, then clipped),
 ``boxes`` (M, 4) x1y1x2y2 tight around each mask (``x2`` = last column + 1), ``labels`` all 1
 ("nucleus"), ``masks`` (M, H, W) uint8, ``image_id`` (tile index + 1), ``iscrowd`` zeros,
 ``area`` = mask pixel count.
+
+:func:`write_nuclei_coco` writes the tiles as COCO files (``minirc data nuclei --out DIR``):
+``DIR/images/nuclei_NN.png`` (8-bit grey, NN = image id), ``DIR/train.json`` and ``DIR/val.json``
+with one category ``{"id": 1, "name": "nucleus"}`` and RLE segmentations.
 """
 from __future__ import annotations
 
@@ -151,3 +155,29 @@ class NucleiTiles:
 
     def __repr__(self):
         return f"NucleiTiles(split={self.split!r}, tile_size={self.tile_size}, tiles={len(self)})"
+
+
+def write_nuclei_coco(out, tile_size: int = 128, min_area: int = 20) -> dict:
+    """Write the train and val tiles as COCO files under ``out``; return what was written.
+
+    Returns ``{"train": json path, "val": json path, "image_dir": folder, "train_images": n,
+    "train_objects": m, "val_images": ..., "val_objects": ...}``. The PNGs hold the normalised image
+    rounded to 8 bits, so reading them back gives the tiles to within 0.5 / 255.
+    """
+    from PIL import Image
+
+    from minirc.evaluation import dataset_to_coco, save_json
+
+    image_dir = os.path.join(os.fspath(out), "images")
+    os.makedirs(image_dir, exist_ok=True)
+    written = {"image_dir": image_dir}
+    for split in ("train", "val"):
+        ds = NucleiTiles(split, tile_size=tile_size, min_area=min_area)
+        coco = dataset_to_coco(ds)
+        for i, info in enumerate(coco["images"]):
+            info["file_name"] = f"nuclei_{info['id']:02d}.png"
+            grey = (ds[i][0][0] * 255.0 + 0.5).astype(np.uint8)   # R = G = B: one channel is enough
+            Image.fromarray(grey).save(os.path.join(image_dir, info["file_name"]))
+        written[split] = save_json(coco, os.path.join(os.fspath(out), f"{split}.json"))
+        written[f"{split}_images"], written[f"{split}_objects"] = len(coco["images"]), len(coco["annotations"])
+    return written

@@ -103,13 +103,17 @@ def datasets(cfg: DemoConfig, seed: int):
     return train_ds, test_ds
 
 
-def build(cfg: DemoConfig, seed: int):
-    """The model (seeded) and the training and held-out data sets of a demo config."""
+def build(cfg: DemoConfig, seed: int, data=None):
+    """The model (seeded) and the training and held-out data sets of a demo config.
+
+    data: ``(train_ds, test_ds)`` to use instead of the config's shapes (any data sets with the
+    shapes API, e.g. COCO files: minirc/train/coco_run.py); the model's classes follow ``train_ds``.
+    """
     from minirc import random as mrandom
     from minirc.model import MaskRCNN
     from minirc.train.settings import model_config
 
-    train_ds, test_ds = datasets(cfg, seed)
+    train_ds, test_ds = datasets(cfg, seed) if data is None else data
     mrandom.manual_seed(seed)
     model = MaskRCNN(model_config(cfg, train_ds.num_classes))
     return model, train_ds, test_ds

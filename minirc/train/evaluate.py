@@ -57,22 +57,33 @@ def coco_results(predictions, image_ids, num_classes: int, label_to_category_id=
     return predictions_to_coco_results(predictions, image_ids, label_to_category_id)
 
 
-def evaluate_predictions(dataset, predictions, image_ids, num_classes: int | None = None) -> dict:
-    """``{"bbox": {AP, AP50, ...}, "segm": {...}}`` of predictions on ``dataset``."""
-    from minirc.evaluation import dataset_to_coco, evaluate_coco
+def evaluate_predictions(dataset, predictions, image_ids, num_classes: int | None = None,
+                         per_class: bool = False) -> dict:
+    """``{"bbox": {AP, AP50, ...}, "segm": {...}}`` of predictions on ``dataset``.
+
+    per_class: also ``metrics[iou_type]["per_class"] = {category name: AP}`` (AP over IoU
+    0.50:0.95 per category, -1 where the category has no ground truth).
+    """
+    from minirc.evaluation import dataset_to_coco, run_coco_eval
 
     num_classes = num_classes or dataset.num_classes
     gt = dataset_to_coco(dataset)
     results = coco_results(predictions, image_ids, num_classes, getattr(dataset, "label_to_category_id", None))
-    return {iou_type: {k: float(v) for k, v in evaluate_coco(gt, results, iou_type=iou_type).items()}
-            for iou_type in ("bbox", "segm")}
+    metrics = {}
+    for iou_type in ("bbox", "segm"):
+        res = run_coco_eval(gt, results, iou_type=iou_type)
+        metrics[iou_type] = {k: float(v) for k, v in res.stats.items()}
+        if per_class:
+            metrics[iou_type]["per_class"] = res.per_class_ap()
+    return metrics
 
 
-def evaluate_model(model, dataset, batch_size: int = 4, backend: str | None = None, progress: bool = False) -> dict:
+def evaluate_model(model, dataset, batch_size: int = 4, backend: str | None = None, progress: bool = False,
+                   per_class: bool = False) -> dict:
     """Predict ``dataset`` and score it: the metrics dict of :func:`evaluate_predictions` plus
     ``"predict_seconds"`` and ``"images_per_second"``."""
     predictions, ids, seconds = predict_dataset(model, dataset, batch_size, backend, progress)
-    metrics = evaluate_predictions(dataset, predictions, ids)
+    metrics = evaluate_predictions(dataset, predictions, ids, per_class=per_class)
     metrics["predict_seconds"] = seconds
     metrics["images_per_second"] = len(ids) / seconds if seconds > 0 else float("nan")
     return metrics
