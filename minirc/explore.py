@@ -334,22 +334,33 @@ def nms_figure(boxes, scores, threshold: float = 0.7, order: str = "as scored", 
 
 
 # ---- widgets ------------------------------------------------------------------------------------
-def interactive(figure_fn, **controls):
-    """Sliders for ``figure_fn(**values)`` (a function that returns a figure) when ipywidgets is installed.
+def _widget(widgets, name, control):
+    """``(lo, hi, step, start)`` -> a slider (float if any entry is), a list -> a dropdown (first entry)."""
+    if isinstance(control, tuple):
+        lo, hi, step, start = control
+        kind = widgets.FloatSlider if any(isinstance(v, float) for v in control) else widgets.IntSlider
+        return kind(value=start, min=lo, max=hi, step=step, description=name, continuous_update=False)
+    if isinstance(control, list):
+        return widgets.Dropdown(options=control, value=control[0], description=name)
+    raise TypeError(f"{name}: expected (lo, hi, step, start) or a list of choices, got {control!r}")
 
-    controls: ipywidgets abbreviations, as ``ipywidgets.interact`` takes them (``(lo, hi, step)`` for
-    a slider, a list for a dropdown, a value for a fixed argument). Without ipywidgets it prints a
-    note and returns None, so a notebook runs the same either way (CI's test extra has no widgets).
+
+def interactive(figure_fn, **controls) -> None:
+    """Sliders for ``figure_fn(**values)`` (a function that draws a figure) when ipywidgets is installed.
+
+    controls: per argument, ``(lo, hi, step, start)`` for a slider or a list of choices for a dropdown.
+    Without ipywidgets it prints a note instead, so a notebook runs the same either way (CI's test
+    extra has no widgets).
     """
     try:
         widgets = importlib.import_module("ipywidgets")
     except ImportError:
         print("ipywidgets is not installed: no sliders here (pip install 'minirc[notebooks]'); "
               "the static figure above shows the same drawing.")
-        return None
+        return
 
     def redraw(**values):
         figure_fn(**values)
         plt.show()
 
-    return widgets.interact(redraw, **controls)
+    widgets.interact(redraw, **{name: _widget(widgets, name, c) for name, c in controls.items()})

@@ -18,12 +18,14 @@ import os
 
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython.display import Markdown, display
 
 import minirc
 from minirc import Tensor
 from minirc.data import ShapesDataset
 from minirc.detection import (AnchorGenerator, BoxCoder, RegionProposalNetwork, RPNHead,
                               concat_box_prediction_layers)
+from minirc.explore import SCORE_ORDERS, draw_nms, interactive, nms_figure
 from minirc.nn import Module
 from minirc.ops.box_iou import box_iou
 from minirc.ops.boxes import clip_boxes_to_image, remove_small_boxes
@@ -31,8 +33,8 @@ from minirc.ops.nms import batched_nms, nms, nms_numpy
 from minirc.visualize import draw_boxes, to_hwc
 
 FAST = os.environ.get("MINIRC_FAST") == "1"
-plt.rcParams["figure.dpi"] = 80
-minirc.random.manual_seed(0)
+plt.rcParams["figure.dpi"] = 100
+_ = minirc.random.manual_seed(0)  # (it returns the generator; `_ =` keeps its repr out of the output)
 
 
 # %%
@@ -44,6 +46,8 @@ gen = AnchorGenerator()
 levels = gen((256, 256), grids)
 anchors = np.concatenate(levels)
 print(len(gt), "objects,", len(anchors), "anchors")
+grids_800 = [(-(-800 // s), -(-1088 // s)) for s in (4, 8, 16, 32, 64)]  # ceil: P6 of 800 px has 13 rows
+assert sum(len(a) for a in gen((800, 1088), grids_800)) == 217413  # the count quoted above
 
 # %% [markdown]
 # ## An untrained head says nothing
@@ -104,17 +108,20 @@ print("proposals:", proposals[0].shape)
 # %% [markdown]
 # ## Objectness per level
 #
-# The sigmoid of the head's logits, the maximum over the 3 anchors of each location. Each object lights
-# up the level whose anchor size matches it (sizes 32, 64, 128, 256, 512).
+# The sigmoid of the head's logits, the maximum over the 3 anchors of each location, each cell drawn
+# centred on its anchors' centre. Each object lights up the level whose anchor size matches it
+# (sizes 32, 64, 128, 256, 512).
 
 # %%
 logits, deltas = rpn.head(features)
 fig, axes = plt.subplots(1, 5, figsize=(19, 3.8))
 for lvl, (ax, lg) in enumerate(zip(axes, logits)):
     prob = 1 / (1 + np.exp(-lg.numpy()[0].max(axis=0)))  # (A, H, W) -> (H, W)
-    im = ax.imshow(prob, vmin=0, vmax=1, cmap="magma", extent=(0, 256, 256, 0))
+    s = 256 // prob.shape[1]  # location (y, x) is centred on its anchors' centre (x s, y s)
+    im = ax.imshow(prob, vmin=0, vmax=1, cmap="magma", extent=(-s / 2, 256 - s / 2, 256 - s / 2, -s / 2))
     draw_boxes(ax, gt, "cyan", lw=1)
-    ax.set(title=f"level {lvl} (anchor size {gen.sizes[lvl][0]})", xlabel="x (px)", ylabel="y (px)")
+    ax.set(title=f"level {lvl} (anchor size {gen.sizes[lvl][0]})", xlabel="x (px)", ylabel="y (px)",
+           xlim=(-32, 256), ylim=(256, -32))
 fig.colorbar(im, ax=axes, shrink=0.8, label="objectness (sigmoid)")
 fig.suptitle("Objectness per level (constructed from the ground truth), objects in cyan")
 plt.show()
@@ -146,12 +153,23 @@ for ax, boxes, scores, name in [(axes[0], before[0], before_scores[0], "before N
         draw_boxes(ax, b[None], plt.cm.viridis(s), lw=0.8, alpha=0.8)
     ax.set(xlim=(0, 256), ylim=(256, 0), xlabel="x (px)", ylabel="y (px)",
            title=f"{name}: {len(boxes)} boxes\n({top.sum()} with score > 0.5 drawn, colour = score)")
+fig.suptitle("Proposals with score > 0.5 (colour = score, viridis) before and after NMS")
 plt.show()
 
-# %% [markdown]
-# Before NMS every object is buried under hundreds of near-identical boxes (neighbouring anchors regress
-# onto the same object). After NMS a few boxes per object and level remain, plus low-scoring background
-# boxes (not drawn) that fill the budget of 1000.
+
+def confident_per_object(boxes, scores):
+    """Boxes with score > 0.5 whose best object (IoU >= 0.5) is each gt box."""
+    q = box_iou(gt, boxes[scores > 0.5])
+    return np.bincount(q.argmax(0)[q.max(0) >= 0.5], minlength=len(gt))
+
+
+n_before, n_after = confident_per_object(before[0], before_scores[0]), confident_per_object(after[0], after_scores[0])
+display(Markdown(
+    f"Before NMS each object is buried under {n_before.min()}-{n_before.max()} near-identical confident boxes "
+    f"(score > 0.5, IoU >= 0.5 with it: neighbouring anchors regress onto the same object). After NMS "
+    f"{n_after.min()}-{n_after.max()} per object remain (a few per object and level), plus "
+    f"{(after_scores[0] <= 0.5).sum()} low-scoring background boxes (not drawn) that fill the budget of "
+    f"{len(after[0])}."))
 #
 # ## NMS step by step
 #
@@ -198,6 +216,38 @@ plt.show()
 # Each step keeps the best remaining box; only boxes overlapping it by more than 0.7 go. Boxes that
 # overlap the object well but each other less than 0.7 all survive: NMS removes duplicates, not all
 # but one box per object.
+#
+# ## NMS explorer: threshold and score order
+#
+# The same 8 boxes, through `minirc.explore.draw_nms`: kept boxes solid, labelled `index: #rank, score`;
+# suppressed boxes dashed grey, labelled with the box that suppressed them. Across: the IoU threshold.
+# Down: the scores as the stand-in head gave them, and the same score values handed out in reverse
+# order (the worst box now ranks first). Greedy NMS depends on both.
+
+# %%
+nms_thresholds = (0.3, 0.5, 0.7, 0.9)
+fig, axes = plt.subplots(2, 4, figsize=(18, 9.4))
+kept_by = {}
+for row, order in enumerate(SCORE_ORDERS[:2]):
+    for col, t in enumerate(nms_thresholds):
+        kept_by[order, t] = draw_nms(axes[row, col], cb, cs, t, order, to_hwc(image))
+fig.suptitle("Greedy NMS on the cluster: threshold across, score order down (solid: kept, dashed: suppressed)")
+fig.tight_layout(rect=(0, 0, 1, 0.96))
+plt.show()
+display(Markdown(
+    "What to see: a higher threshold keeps more boxes ("
+    + ", ".join(f"{len(kept_by['as scored', t])} at {t:g}" for t in nms_thresholds)
+    + " with the head's scores), and the order decides *which* survive: with the scores reversed, "
+    + ", ".join(f"{len(kept_by['reversed', t])} at {t:g}" for t in nms_thresholds)
+    + f" survive, and at 0.7 the kept sets are {kept_by['as scored', 0.7]} against {kept_by['reversed', 0.7]}."))
+
+# %% [markdown]
+# With `ipywidgets` installed, the controls below redraw the panel for any threshold and order
+# (`largest first` ranks the boxes by area).
+
+# %%
+interactive(lambda threshold, order: nms_figure(cb, cs, threshold, order, to_hwc(image)),
+            threshold=(0.05, 0.95, 0.05, 0.7), order=list(SCORE_ORDERS))
 #
 # ## Per-level versus across-level NMS
 #
@@ -265,8 +315,14 @@ axes[1].axvline(0.7, color="gray", lw=0.8)
 axes[1].set(title=f"Objects found among the top-k proposals ({len(gt)} objects)", xlabel="NMS IoU threshold",
             ylabel="objects with a proposal at IoU >= 0.7", ylim=(0, len(gt) + 0.5))
 axes[1].legend()
+fig.suptitle("The NMS threshold: proposals kept and objects found near the top of the ranking")
 plt.tight_layout()
 plt.show()
+t_lo, t_hi = thresholds[0], thresholds[-1]
+display(Markdown(
+    f"What to see: among the top 5 proposals, {found[5][0]} of the {len(gt)} objects are found at threshold "
+    f"{t_lo:g} and {found[5][-1]} at {t_hi:g}; {counts[0]} proposals survive at {t_lo:g}, and from "
+    f"{thresholds[int(np.argmax(np.array(counts) >= 1000))]:g} up the cap of 1000 is reached."))
 
 # %% [markdown]
 # With a high threshold, the top of the ranking fills with copies of the most confident objects and the

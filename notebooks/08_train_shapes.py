@@ -24,6 +24,7 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython.display import Markdown, display
 
 import minirc
 from minirc import random as mrandom
@@ -46,9 +47,10 @@ print(test_ds)
 # %% [markdown]
 # ## 1. The data
 #
-# Each image holds up to four shapes of three classes on a flat or graded background with pixel
-# noise; some images hold none. The training set and the held-out set are two seeds of the same
-# generator, so they share no image. Item `i` is regenerated from `(seed, i)` on demand.
+# Each image holds a few shapes (the counts are printed below the figure) on a flat or graded
+# background with pixel noise; some images hold none. The training set and the held-out set are
+# two seeds of the same generator, so they share no image. Item `i` is regenerated from `(seed, i)`
+# on demand.
 
 # %%
 fig, axes = plt.subplots(2, 4, figsize=(13, 6.6))
@@ -59,6 +61,9 @@ for ax, i in zip(axes.flat, range(8)):
 fig.suptitle("Training images with their targets (boxes and masks of the visible pixels)")
 fig.tight_layout()
 plt.show()
+display(Markdown(
+    f"Training images hold up to {train_ds.max_objects} shapes and held-out images up to {test_ds.max_objects}, "
+    f"of {len(train_ds.classes)} classes ({', '.join(train_ds.classes)})."))
 
 # %% [markdown]
 # What to see: where two shapes overlap, the one painted later wins the shared pixels, and the

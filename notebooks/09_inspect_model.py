@@ -36,6 +36,7 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython.display import Markdown, display
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
 
@@ -309,10 +310,13 @@ plt.show()
 # The box head pools a 7x7 grid of features for every proposal with `MultiScaleRoIAlign`, each
 # from one level (FPN paper, Eqn. 1, torchvision's float32 rule):
 #
-# $$k = \left\lfloor 4 + \log_2\!\left(\frac{\sqrt{wh}}{224}\right) + 10^{-6} \right\rfloor, \quad \text{clamped to } [2, 5]$$
+# $$k = \left\lfloor 4 + \log_2\!\left(\frac{\sqrt{wh}}{s_0}\right) + 10^{-6} \right\rfloor, \quad \text{clamped to } [2, 5]$$
 #
-# We call the model's pooler and box head on the proposals, then ask the pooler's own
-# `LevelMapper` (built on the first call from the feature sizes) for the level of every RoI.
+# with the canonical scale $s_0$: 224 px in torchvision (ImageNet's crop size, for 800-pixel COCO
+# images), 56 px in the `shapes_demo` preset (`roi_heads.canonical_scale`, printed below), so that
+# its 20-56 px objects spread over P2-P4 instead of all landing on P2. We call the model's pooler
+# and box head on the proposals, then ask the pooler's own `LevelMapper` (built on the first call
+# from the feature sizes) for the level of every RoI.
 
 # %%
 feats4 = features[:4]  # P2..P5: RoIHeads never pools P6
@@ -322,7 +326,9 @@ with minirc.no_grad():
 pooler = model.roi_heads.box_roi_pool
 roi_level = pooler.map_levels([proposals])  # 0 = P2, ..., 3 = P5
 side = np.sqrt((proposals[:, 2] - proposals[:, 0]) * (proposals[:, 3] - proposals[:, 1]))
-print("pooler scales:", pooler.scales, " RoIs per level P2..P5:", np.bincount(roi_level, minlength=4))
+s0, lvl0 = pooler.map_levels.s0, pooler.map_levels.lvl0  # the model's canonical scale and level
+print(f"canonical scale {s0:g} px -> P{lvl0}; pooler scales:", pooler.scales,
+      " RoIs per level P2..P5:", np.bincount(roi_level, minlength=4))
 print("box head input", (len(proposals), *box_features.shape[1:]), "-> class logits", class_logits.shape,
       "and box deltas", box_regression.shape)
 
@@ -335,8 +341,8 @@ for b, lvl in zip(proposals, roi_level):
 ax.legend(handles=[Patch(fc="none", ec=c, label=f"P{k + 2}: {np.sum(roi_level == k)} RoIs")
                    for k, c in enumerate(LEVEL_COLOURS)], loc="lower left", fontsize=8, facecolor="0.85")
 s = np.geomspace(4, 1024, 400)
-k_cont = 4 + np.log2(s / 224)
-ax2.plot(s, k_cont, color="0.6", ls=":", label=r"$4 + \log_2(\sqrt{wh}/224)$")
+k_cont = lvl0 + np.log2(s / s0)
+ax2.plot(s, k_cont, color="0.6", ls=":", label=rf"${lvl0} + \log_2(\sqrt{{wh}}/{s0:g})$")
 ax2.plot(s, np.clip(np.floor(k_cont + 1e-6), 2, 5), color="k", label="level k (floor, clamped to 2..5)")
 jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(side))  # spread the dots to see how many
 ax2.scatter(side, roi_level + 2 + jitter, c=[LEVEL_COLOURS[v] for v in roi_level], s=12, alpha=0.7, zorder=3,
@@ -346,19 +352,20 @@ ax2.set_xscale("log", base=2)
 ax2.set_ylim(0.5, 6)
 ax2.set_xlabel(r"RoI side $\sqrt{wh}$ (pixels, log scale)")
 ax2.set_ylabel("FPN level k")
-ax2.set_title(r"$k = \lfloor 4 + \log_2(\sqrt{wh}/224) \rfloor$: 224 px reads P4", fontsize=9)
+ax2.set_title(rf"$k = \lfloor {lvl0} + \log_2(\sqrt{{wh}}/{s0:g}) \rfloor$: {s0:g} px reads P{lvl0}", fontsize=9)
 ax2.legend(fontsize=8, loc="upper left")
 fig.suptitle("RoI assignment to FPN levels")
 fig.tight_layout()
 plt.show()
+per_level = np.bincount(roi_level, minlength=4)
+busiest = int(np.argmax(per_level))
+display(Markdown(
+    f"What to see: with the canonical scale {s0:g} px a box needs a side of {s0 / 2 ** (lvl0 - 2):g} px to leave P2 "
+    f"and {s0 / 2 ** (lvl0 - 3):g} px to reach P4. Of this image's {len(proposals)} RoIs, "
+    + ", ".join(f"{n} ({n / len(proposals):.0%}) are pooled from P{k + 2}" for k, n in enumerate(per_level))
+    + f"; P{busiest + 2} pools the most. torchvision's 224 would have sent every RoI under 112 px to P2."))
 
 # %% [markdown]
-# What to see: the rule was made for 800-pixel COCO images, where a 224-pixel box (ImageNet's crop
-# size) reads P4. On this small image a box needs a side of at least 112 px to leave P2, so nearly
-# every RoI is pooled from the finest level; only boxes spanning most of the image reach P3. The
-# presets shrank the anchors to the image size (8..128 px) but kept torchvision's canonical 224,
-# so for the RoI heads the coarse levels mostly go unused.
-#
 # ## 6. RoI heads: box refinement
 #
 # For every RoI the predictor gives `K` class logits and `K` sets of deltas, one box per class.

@@ -28,6 +28,7 @@ import pathlib
 
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython.display import Markdown, display
 from matplotlib.patches import Rectangle
 from scipy import ndimage
 
@@ -189,8 +190,9 @@ plt.show()
 
 # %% [markdown]
 # Green: ground truth; dashed yellow: detections with their scores. The two matrices agree on who
-# overlaps whom, but mask IoU is lower than box IoU: an eroded or shifted mask loses pixels all
-# along its border, while its box barely changes. That is why mask AP is usually below box AP.
+# overlaps whom, but mask IoU is lower than box IoU: a mask that is off by a pixel (shifted, too thin
+# or too fat at its border) loses pixels all along its border, while its box barely changes. That
+# is why mask AP is usually below box AP.
 
 # %% [markdown]
 # ## 2. Greedy matching
@@ -289,12 +291,17 @@ plt.show()
 # Object size: **APs / APm / APl** evaluate only objects with `area` below 32², between 32² and
 # 96², and above 96² pixels (the ground truth's `area` field; others are ignored). **AR1 / AR10 /
 # AR100** are the recall (averaged over thresholds) when keeping 1, 10, 100 detections per image.
-# A number is **-1** when no ground truth falls in its range at all -- here no shape covers more
-# than 96² pixels of a 96x96 image, so APl and ARl are -1.
+# A number is **-1** when no ground truth falls in its range at all (the cell below says whether
+# that happens here).
 
 # %%
 print(res_box.summary())
 print(res_segm.summary())
+largest = max(a["area"] for a in gt["annotations"])
+img_h, img_w = items[0][0].shape[1:]
+display(Markdown(
+    f"Here the largest object covers {largest:.0f} pixels of a {img_h}x{img_w} image"
+    + (", below 96² = 9216, so APl and ARl are -1." if largest <= 96 ** 2 else ", so APl and ARl are defined.")))
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))

@@ -97,5 +97,14 @@ def test_nms_and_coverage_figures_draw_without_widgets(monkeypatch, capsys):
     assert E.nms_figure(boxes, np.array([0.9, 0.8]), 0.5).axes[0].get_title().endswith("keeps 1 of 2")
     E.anchor_coverage_figure(boxes, (256, 256), size_scale=0.5, ratios="1")
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import ipywidgets now raises ImportError
-    assert E.interactive(E.nms_figure, boxes=boxes) is None
+    E.interactive(E.nms_figure, threshold=(0.1, 0.9, 0.1, 0.5))
     assert "ipywidgets is not installed" in capsys.readouterr().out
+
+
+def test_interactive_builds_sliders_and_dropdowns():
+    widgets = pytest.importorskip("ipywidgets")
+    assert isinstance(E._widget(widgets, "t", (0.1, 0.9, 0.1, 0.5)), widgets.FloatSlider)
+    assert E._widget(widgets, "n", (1, 9, 1, 3)).value == 3
+    assert E._widget(widgets, "order", list(E.SCORE_ORDERS)).value == "as scored"
+    with pytest.raises(TypeError, match="order"):
+        E._widget(widgets, "order", "as scored")
