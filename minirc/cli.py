@@ -7,6 +7,7 @@
     python -m minirc demo --set roi_heads.pooler_type=roi_pool          # any setting by dotted name
     python -m minirc predict runs/demo/checkpoint.npz photo.png --out photo_pred.png
     python -m minirc predict runs/demo/checkpoint.npz --shapes 8 --coco-results results.json
+    python -m minirc predict --weights maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth photo.jpg   # torchvision's COCO model
     python -m minirc eval runs/demo/checkpoint.npz --num-images 200
     python -m minirc data nuclei --out data/nuclei                     # a real data set as COCO files
     python -m minirc train --coco data/nuclei/train.json --val-coco data/nuclei/val.json --config tiny
@@ -33,6 +34,12 @@ def _add_set(p):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="change a setting by dotted name, e.g. roi_heads.pooler_type=roi_pool, train.lr=0.02, "
                         "data.train_max_objects=12 (repeatable; see minirc/train/settings.py)")
+
+
+def _presets():
+    from minirc.model.config import PRESETS
+
+    return PRESETS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,9 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     _add_common(p)
 
-    p = sub.add_parser("predict", help="draw a checkpoint's detections on images (or write COCO results)")
-    p.add_argument("checkpoint", help="a checkpoint.npz written by train or demo")
+    p = sub.add_parser("predict", help="draw a checkpoint's (or a torchvision .pth file's) detections on images "
+                                        "(or write COCO results)")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="a checkpoint.npz written by train or demo (or --weights instead)")
     p.add_argument("images", nargs="*", help="PNG/JPEG files (default: --shapes held-out shapes images)")
+    p.add_argument("--weights", default=None, metavar="FILE.pth",
+                   help="a torchvision state-dict file instead of a checkpoint, e.g. torchvision's COCO-trained "
+                        "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth (docs/torchvision_weights.md); the SHA-256 "
+                        "prefix in its name is checked")
+    p.add_argument("--preset", default=None, choices=sorted(_presets()),
+                   help="with --weights: the model the file fills (default: the preset of torchvision's file name)")
+    p.add_argument("--min-size", type=int, default=None, metavar="N",
+                   help="resize each image's shorter side to N pixels (default: the model's; 800 for torchvision's)")
     p.add_argument("--shapes", type=int, default=None, metavar="N",
                    help="predict N held-out shapes images (the default when no image is given: 4)")
     p.add_argument("--out", default=None,
@@ -227,13 +244,12 @@ def cmd_ablate(args):
 def cmd_predict(args):
     import matplotlib.pyplot as plt
 
-    from minirc.train.checkpoint import load_model
     from minirc.train.coco_run import coco_info, images_of, label_to_category_id
     from minirc.train.evaluate import coco_results, predict_images
     from minirc.data import read_image
     from minirc.visualize import show_prediction
 
-    model, ckpt = load_model(args.checkpoint)
+    model, ckpt = _predict_model(args)
     extra = ckpt["extra"]
     class_names = extra.get("class_names")
     if args.images and args.shapes:
@@ -278,6 +294,52 @@ def cmd_predict(args):
         with open(args.coco_results, "w") as f:
             json.dump(results, f)
         print(f"[predict] wrote {len(results)} COCO results to {args.coco_results}")
+
+
+def _predict_model(args):
+    """(model, checkpoint-like dict) from the checkpoint argument or from --weights FILE.pth (--preset)."""
+    _positive(args.min_size, "--min-size")
+    if args.weights is None:
+        if args.checkpoint is None:
+            raise ValueError("checkpoint: give a checkpoint.npz (written by train or demo) or --weights FILE.pth")
+        if args.preset is not None:
+            raise ValueError("--preset: goes with --weights FILE.pth; a checkpoint holds its own config")
+        from minirc.train.checkpoint import load_model
+
+        model, ckpt = load_model(args.checkpoint)
+    else:
+        model, ckpt = _torchvision_model(args)
+    if args.min_size is not None:
+        model.transform.min_size = (args.min_size,)
+    return model, ckpt
+
+
+def _torchvision_model(args):
+    """--weights: check the file's hash and BatchNorm eps, build its preset, load it; COCO names for 91 classes."""
+    from minirc.data.coco_names import COCO_CATEGORY_NAMES
+    from minirc.model import MaskRCNN, load_torchvision_state_dict, preset
+    from minirc.model.torchvision_weights import WEIGHTS, check_batch_norm, check_hash, known_weights
+
+    if args.checkpoint is not None:  # with --weights every positional argument is an image
+        if args.checkpoint.lower().endswith(".npz"):
+            raise ValueError(f"--weights: give a checkpoint ({args.checkpoint!r}) or --weights, not both")
+        args.images = [args.checkpoint] + list(args.images)
+    if not args.images and not args.coco:
+        raise ValueError("--weights: give the image files to predict on (PNG/JPEG) or --coco JSON")
+    name = os.path.basename(args.weights)
+    entry = known_weights(args.weights)
+    preset_name = args.preset or (entry.preset if entry is not None else None)
+    if preset_name is None:
+        raise ValueError(f"--preset: {name!r} is not one of torchvision's files ({', '.join(sorted(WEIGHTS))}); "
+                         f"name the model it fills, e.g. --preset torchvision_resnet50")
+    prefix = check_hash(args.weights)
+    print(f"[predict] {name}: " + (f"SHA-256 starts with {prefix}, as its name says" if prefix else
+                                   "no hash in the name (torch hub names files <name>-<hash>.pth): not checked"))
+    cfg = preset(preset_name)
+    print(f"[predict] {preset_name}: {check_batch_norm(cfg, args.weights)}")
+    model = load_torchvision_state_dict(MaskRCNN(cfg), args.weights).eval()
+    names = COCO_CATEGORY_NAMES if cfg.num_classes == len(COCO_CATEGORY_NAMES) else None
+    return model, {"extra": {"class_names": names}, "config": cfg.to_dict()}
 
 
 def cmd_eval(args):

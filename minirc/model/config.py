@@ -5,6 +5,8 @@ The defaults are torchvision's ``maskrcnn_resnet50_fpn`` (torchvision 0.29; see
 ``MaskRCNNConfig()`` is the same network as :func:`torchvision_resnet50`. Presets:
 
 * :func:`torchvision_resnet50` -- torchvision's model, layer for layer and key for key;
+* :func:`torchvision_resnet50_v2` -- torchvision's ``maskrcnn_resnet50_fpn_v2`` (BatchNorm everywhere,
+  a two-conv RPN head, a conv-conv-conv-conv-fc box head), key for key;
 * :func:`tiny` -- a few-thousand-parameter network on 64-128 px images, for tests and notebooks;
 * :func:`shapes_demo` -- a small network that trains on the synthetic shapes on a CPU;
 * :func:`shapes_stride16`, :func:`shapes_stride32` -- shapes_demo pooling every RoI from one map
@@ -28,6 +30,8 @@ NORMS = ("frozen_bn", "bn")
 POOLER_TYPES = ("roi_pool", "roi_warp", "roi_align", "roi_align_aligned", "roi_align_max")
 POOL_LEVELS = (2, 3, 4, 5)  # roi_heads.pool_level: the FPN level P2..P5 (strides 4..32) every RoI reads
 MASK_LOSSES = ("sigmoid", "softmax")
+# box_head.head_type: "mlp" torchvision's TwoMLPHead (fc6, fc7), "conv_fc" its FastRCNNConvFCHead (3x3 convs, one fc)
+BOX_HEAD_TYPES = ("mlp", "conv_fc")
 
 
 def _fail(cls, name, expected, got):
@@ -130,6 +134,12 @@ class RPNConfig:
     batch_size_per_image: int = 256  # anchors sampled per image for the RPN losses
     positive_fraction: float = 0.5  # at most this fraction of them positive
     score_thresh: float = 0.0  # proposals need sigmoid(objectness) >= this
+    head_conv_depth: int = 1  # 3x3 conv + ReLU layers of the RPN head before its 1x1 predictors (the v2 models: 2)
+
+    def __post_init__(self):
+        d = self.head_conv_depth
+        if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+            _fail(type(self), "head_conv_depth", "an int >= 1", d)
 
 
 @dataclass(frozen=True)
@@ -173,14 +183,25 @@ class RoIHeadsConfig:
 
 @dataclass(frozen=True)
 class BoxHeadConfig:
-    """RoI feature pooling for boxes, TwoMLPHead and FastRCNNPredictor (docs/semantics.md sections 11-12)."""
+    """RoI feature pooling for boxes, the box head and FastRCNNPredictor (docs/semantics.md sections 11-12)."""
     pool_size: int = 7  # RoI features are (C, pool_size, pool_size)
     sampling_ratio: int = 2  # RoIAlign samples per bin side (0 or -1: adaptive ceil(roi/bin))
-    representation_size: int = 1024  # width of fc6 and fc7
-    norm: str = "none"  # "none": torchvision's TwoMLPHead; "bn": BatchNorm after fc6 and fc7 (training from scratch)
+    # one of BOX_HEAD_TYPES: "mlp" (TwoMLPHead: fc6, fc7) or "conv_fc" (FastRCNNConvFCHead: the
+    # conv_layers 3x3 convs + ReLU, then one fc + ReLU; torchvision's maskrcnn_resnet50_fpn_v2)
+    head_type: str = "mlp"
+    representation_size: int = 1024  # width of fc6 and fc7 ("mlp"), of the one fc ("conv_fc")
+    conv_layers: tuple = (256, 256, 256, 256)  # "conv_fc" only: output channels of each 3x3 conv
+    # "none": no normalisation (torchvision's TwoMLPHead); "bn": "mlp" BatchNorm after fc6 and fc7
+    # (training from scratch), "conv_fc" BatchNorm after every conv, convs without bias (the v2 models)
+    norm: str = "none"
 
     def __post_init__(self):
         _check_norm(self)
+        if self.head_type not in BOX_HEAD_TYPES:
+            _fail(type(self), "head_type", f"one of {BOX_HEAD_TYPES}", self.head_type)
+        if self.head_type == "conv_fc" and (not self.conv_layers or min(self.conv_layers) < 1):
+            _fail(type(self), "conv_layers", "at least one positive conv width for head_type 'conv_fc'",
+                  self.conv_layers)
 
 
 @dataclass(frozen=True)
@@ -293,6 +314,25 @@ def torchvision_resnet50(num_classes: int = 91, frozen_bn_eps: float = 0.0,
                           backbone=BackboneConfig(frozen_bn_eps=frozen_bn_eps, trainable_layers=trainable_layers))
 
 
+def torchvision_resnet50_v2(num_classes: int = 91, trainable_layers: int = 3) -> MaskRCNNConfig:
+    """torchvision's ``maskrcnn_resnet50_fpn_v2`` (Li et al. 2021): same layers, keys and defaults.
+
+    Differences from :func:`torchvision_resnet50`: trainable BatchNorm2d (eps 1e-5, torch's default,
+    which the COCO_V1 weights were trained with) in the ResNet body, after every FPN conv (convs without
+    bias), after each of the box head's four 3x3 convs (``FastRCNNConvFCHead``: convs, flatten, one
+    1024-wide fc) and after each mask-head conv; an RPN head of two 3x3 convs. 46,359,409 parameters
+    for 91 classes. In eval mode every BatchNorm2d uses its running statistics.
+    """
+    return MaskRCNNConfig(
+        num_classes=num_classes,
+        backbone=BackboneConfig(norm="bn", frozen_bn_eps=1e-5, trainable_layers=trainable_layers),
+        fpn=FPNConfig(norm="bn"),
+        rpn=RPNConfig(head_conv_depth=2),
+        box_head=BoxHeadConfig(head_type="conv_fc", conv_layers=(256, 256, 256, 256), representation_size=1024,
+                               norm="bn"),
+        mask_head=MaskHeadConfig(norm="bn"))
+
+
 def tiny(num_classes: int = 4) -> MaskRCNNConfig:
     """A toy network (BasicBlocks 8-16-32-64, trainable BatchNorm2d, FPN 32) on 64-128 px images: tests, notebooks."""
     return MaskRCNNConfig(
@@ -349,12 +389,13 @@ def shapes_stride32(num_classes: int = 4) -> MaskRCNNConfig:
     return override(shapes_demo(num_classes), {"roi_heads.pool_level": 5})
 
 
-PRESETS = {"torchvision_resnet50": torchvision_resnet50, "tiny": tiny, "shapes_demo": shapes_demo,
+PRESETS = {"torchvision_resnet50": torchvision_resnet50, "torchvision_resnet50_v2": torchvision_resnet50_v2,
+           "tiny": tiny, "shapes_demo": shapes_demo,
            "shapes_stride16": shapes_stride16, "shapes_stride32": shapes_stride32}
 
 
 def preset(name: str, **kwargs) -> MaskRCNNConfig:
-    """A preset by name (``"tiny"``, ``"shapes_demo"``, ``"torchvision_resnet50"``)."""
+    """A preset by name (``"tiny"``, ``"shapes_demo"``, ``"torchvision_resnet50"``, ``"torchvision_resnet50_v2"``)."""
     if name not in PRESETS:
         raise ValueError(f"preset(name): expected one of {sorted(PRESETS)}, got {name!r}")
     return PRESETS[name](**kwargs)

@@ -94,7 +94,8 @@ def build_rpn(config):
 
     a, r = config.anchors, config.rpn
     anchor_generator = AnchorGenerator(a.sizes, a.aspect_ratios)
-    head = RPNHead(config.fpn.out_channels, len(a.sizes[0]) * len(a.aspect_ratios[0]))
+    head = RPNHead(config.fpn.out_channels, len(a.sizes[0]) * len(a.aspect_ratios[0]),
+                   conv_depth=r.head_conv_depth)  # 3x3 convs: 1 (v1), 2 (maskrcnn_resnet50_fpn_v2)
     return RegionProposalNetwork(
         anchor_generator, head,
         fg_iou_thresh=r.fg_iou_thresh, bg_iou_thresh=r.bg_iou_thresh,
@@ -218,8 +219,19 @@ def load_torchvision_state_dict(model: Module, state) -> Module:
     BatchNorm's ``num_batches_tracked`` is dropped for a FrozenBatchNorm2d model (``backbone.norm="frozen_bn"``)
     and kept (int64) for a BatchNorm2d one, which also accepts a state without it (torch's rule).
     Raises ValueError listing missing, unexpected or wrongly shaped keys. For the COCO_V1 weights build
-    the model with ``frozen_bn_eps=0.0``.
+    the model with ``frozen_bn_eps=0.0`` (the ``torchvision_resnet50`` preset).
+
+    The backbone's BatchNorm eps is not in the weights: the eps the model uses and why is logged at INFO
+    (logger ``minirc.model.torchvision_weights``), and a torchvision file known by its name
+    (``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``, ...) loaded into a model with another eps is a
+    ValueError, raised before anything is read (:func:`minirc.model.torchvision_weights.check_batch_norm`).
     """
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "backbone"):
+        from minirc.model.torchvision_weights import LOG, check_batch_norm
+
+        path = state if isinstance(state, (str, os.PathLike)) else None
+        LOG.info("load_torchvision_state_dict: %s", check_batch_norm(config, path))
     if isinstance(state, (str, os.PathLike)):
         from minirc.io import load_pth
 

@@ -126,13 +126,13 @@ class RoIHeads(Module):
     def __init__(self, config):
         super().__init__()
         from minirc.detection import BalancedPositiveNegativeSampler, BoxCoder, Matcher
-        from minirc.model.box_head import FastRCNNPredictor, TwoMLPHead
+        from minirc.model.box_head import FastRCNNPredictor, build_box_head
         from minirc.model.mask_head import MaskRCNNHeads, MaskRCNNPredictor
 
         rh, bh, mh, k = config.roi_heads, config.box_head, config.mask_head, config.num_classes
         ch = config.fpn.out_channels
         self.box_roi_pool = _pooler(bh.pool_size, bh.sampling_ratio, rh)
-        self.box_head = TwoMLPHead(ch * bh.pool_size ** 2, bh.representation_size, bh.norm)
+        self.box_head = build_box_head(ch, bh)  # TwoMLPHead or FastRCNNConvFCHead (box_head.head_type)
         self.box_predictor = FastRCNNPredictor(bh.representation_size, k)
         self.mask_roi_pool = _pooler(mh.pool_size, mh.sampling_ratio, rh)
         self.mask_head = MaskRCNNHeads(ch, mh.layers, mh.dilation, mh.norm)
