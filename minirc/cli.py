@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out images to evaluate on (default: the preset's, 100 for shapes_demo)")
     _add_common(p)
 
-    p = sub.add_parser("train", help="train on synthetic shapes; checkpoints, loss log and plot in --out")
+    p = sub.add_parser("train", help="train on synthetic shapes or on COCO files (--coco); checkpoints, loss log "
+                                     "and plot in --out")
     p.add_argument("--out", default="runs/train", help="output directory (default: runs/train)")
     p.add_argument("--config", default="shapes_demo", choices=sorted(DEMO_PRESETS),
                    help="model + data + solver preset (default: shapes_demo)")
