@@ -115,6 +115,10 @@ def _same_detections(got, expected, what, box_atol=BOX_ATOL, score_atol=1e-5):
 
 @pytest.fixture(scope="module")
 def stages(pair, image):
+    return _torch_stages(pair, image)
+
+
+def _torch_stages(pair, image):
     """torchvision's intermediate results on the image, stage by stage (its own RPN/RoI code paths)."""
     from torchvision.models.detection.rpn import concat_box_prediction_layers
 
@@ -250,14 +254,44 @@ def test_end_to_end(pair, stages, image):
     assert err.max() <= 2e-2 and err.mean() <= 1e-5, (err.max(), err.mean())
 
 
-def test_eps_matters_for_the_v1_weights(pair, stages):
-    """The same v1 weights in a model with eps 1e-5 instead of 0: the body drifts far beyond tolerance."""
+def test_the_other_eps_drifts(pair, stages):
+    """The same weights with the other eps (v1: 1e-5 instead of 0; v2: FrozenBatchNorm2d eps 0 instead of
+    BatchNorm2d's 1e-5, which loads without an error): the body drifts far beyond the tolerance."""
     ref, ours, state = pair
-    if ours.config.backbone.norm != "frozen_bn":
-        pytest.skip("the v2 body's BatchNorm2d eps is 1e-5 in both libraries")
-    wrong = C.override(ours.config, {"backbone.frozen_bn_eps": 1e-5})
+    other = ({"backbone.frozen_bn_eps": 1e-5} if ours.config.backbone.norm == "frozen_bn"
+             else {"backbone.norm": "frozen_bn", "backbone.frozen_bn_eps": 0.0})
+    wrong = C.override(ours.config, other)
     drifted = load_torchvision_state_dict(MaskRCNN(wrong), state).eval()
     with no_grad():
         c5 = drifted.backbone.body(Tensor(stages["images"].tensors.numpy()))[-1]
     err = float(np.abs(_np(c5) - stages["body"][-1].numpy()).max())
     assert err > 100 * REL * float(stages["body"][-1].abs().max())
+
+
+def _stage_errors(version, image):
+    """{stage: max |minirc - torchvision| / max |torchvision|}, each stage fed torchvision's input."""
+    pair = _build(version)
+    s = _torch_stages(pair, image)
+    ours = pair[1]
+    rel = lambda a, b: float(np.abs(_np(a) - _np(b)).max() / np.abs(_np(b)).max())  # noqa: E731
+    with no_grad():
+        body = ours.backbone.body(Tensor(s["images"].tensors.numpy()))
+        fpn = ours.backbone.fpn([Tensor(c.numpy()) for c in s["body"]])
+        logits, deltas = ours.rpn.head([Tensor(f.numpy()) for f in s["fpn"].values()])
+        rh = ours.roi_heads
+        return {"body C2-C5": max(rel(a, b) for a, b in zip(body, s["body"])),
+                "FPN P2-P6": max(rel(a, b) for a, b in zip(fpn, s["fpn"].values())),
+                "RPN head": max(rel(a, b) for a, b in zip(logits + deltas, s["rpn_logits"] + s["rpn_deltas"])),
+                "box head": rel(rh.box_head(Tensor(s["box_pooled"].numpy())), s["box_features"]),
+                "box predictor": max(rel(a, b) for a, b in zip(rh.box_predictor(Tensor(s["box_features"].numpy())),
+                                                               (s["class_logits"], s["box_regression"]))),
+                "mask head": rel(rh.mask_head(Tensor(s["mask_pooled"].numpy())), s["mask_features"]),
+                "mask logits": rel(rh.mask_predictor(Tensor(s["mask_features"].numpy())), s["mask_logits"])}
+
+
+if __name__ == "__main__":  # the table of docs/torchvision_weights.md
+    photo = read_image(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    errors = {v: _stage_errors(v, photo) for v in ("v1", "v2")}
+    print("| stage | v1 | v2 |\n|---|---|---|")
+    for stage in errors["v1"]:
+        print(f"| {stage} | {errors['v1'][stage]:.1e} | {errors['v2'][stage]:.1e} |")
