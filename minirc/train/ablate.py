@@ -14,7 +14,9 @@ A run is deterministic on the cpu backend: ``minirc ablate STUDY --variants V --
 gives the same numbers bit for bit on any machine and thread count. Results accumulate in
 ``OUT/results.json`` (a run of the same study, variant, seed and length replaces the old one) and
 are summarised in ``OUT/results.md``: mean and spread over seeds, the delta against the study's
-baseline, and the paper's numbers beside them.
+baseline, and the paper's numbers beside them. ``OUT/runs/STUDY/VARIANT/seedS.npz`` keeps each
+run's per-object mask IoUs and a few predicted masks (small: these three are what docs/ablations/
+commits); ``OUT/STUDY/VARIANT/seedS/`` holds its checkpoint, loss log and metrics.
 """
 from __future__ import annotations
 
@@ -74,16 +76,16 @@ STUDIES = {
     "pooling": Study(
         "shapes_demo", ABLATION_DATA,
         {v: _pooler(v) for v in ("roi_pool", "roi_warp", "roi_align", "roi_align_aligned", "roi_align_max")},
-        baseline="roi_align", iters=800,
+        baseline="roi_align", iters=600,
         description="FPN shapes model (P2-P5, level assignment), each RoI pooling (Table 2c)"),
     "pooling_stride32": Study(
         "shapes_stride32", ABLATION_DATA,
         {v: _pooler(v) for v in ("roi_pool", "roi_warp", "roi_align", "roi_align_aligned")},
-        baseline="roi_align", iters=800,
+        baseline="roi_align", iters=600,
         description="every RoI pooled from the stride-32 map, no level assignment (Table 2d)"),
     "mask_loss": Study(
         "shapes_demo", ABLATION_DATA, {v: {"mask_head.loss": v} for v in ("sigmoid", "softmax")},
-        baseline="sigmoid", iters=800,
+        baseline="sigmoid", iters=600,
         description="per-class sigmoid BCE vs softmax over classes, FPN shapes model (Table 2b)"),
 }
 
@@ -129,7 +131,9 @@ def run_one(study_name: str, variant: str, seed: int, iters: int | None, out: st
     m = result.metrics
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(m, f, indent=2)
-    save_objects(os.path.join(run_dir, "objects.npz"), result.test_ds, result.predictions)
+    objects = os.path.join(out, "runs", study_name, variant, f"seed{seed}.npz")
+    os.makedirs(os.path.dirname(objects), exist_ok=True)
+    save_objects(objects, result.test_ds, result.predictions)
     return {"study": study_name, "variant": variant, "seed": seed, "iters": cfg.train.iters,
             "seconds": round(time.perf_counter() - started, 1),
             "command": _command(study_name, variant, seed, cfg.train.iters, out, sets or {}),
