@@ -117,6 +117,102 @@ def test_sgd_bit_identical_to_torch(rng):
             np.testing.assert_array_equal(o.data, r.detach().numpy())
 
 
+# ---- backends: numpy reference, cpu kernel, cuda kernel -------------------------------------------
+SGD_OPTIONS = [dict(lr=0.02),
+               dict(lr=0.02, weight_decay=1e-4),
+               dict(lr=0.04, momentum=0.9, weight_decay=1e-4),
+               dict(lr=0.1, momentum=0.9, dampening=0.3, weight_decay=5e-4),
+               dict(lr=0.05, momentum=0.5, dampening=0.5),
+               dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4),
+               dict(lr=0.3, momentum=0.7, nesterov=True)]
+
+
+def _sgd_run(backend, w0, grads, kwargs, lrs=None):
+    """Weights and momentum buffers after len(grads) steps, all on the host."""
+    from minirc.backend import use_backend
+    from minirc.cuda_utils import to_device, to_host
+
+    ps = [Parameter(w.copy()) for w in w0]
+    if backend == "cuda":
+        for p in ps:
+            p.data = to_device(p.data)
+    opt = SGD(ps, **kwargs)
+    with use_backend("numpy" if backend == "numpy" else "cpu"):  # device arrays select the cuda kernel
+        for k, g in enumerate(grads):
+            if lrs is not None:
+                opt.param_groups[0]["lr"] = lrs[k]
+            for p, gi in zip(ps, g):
+                p.grad = to_device(gi) if backend == "cuda" else gi.copy()
+            opt.step()
+    bufs = [opt.state[id(p)]["momentum_buffer"] for p in ps] if kwargs.get("momentum") else []
+    return [to_host(p.data) for p in ps], [to_host(b) for b in bufs]
+
+
+def _sgd_case(rng, dtype, shapes, steps):
+    w0 = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    # gradients of several magnitudes, with exact zeros, so products and sums round differently
+    grads = [[(rng.standard_normal(s) * 10.0 ** rng.integers(-4, 2, size=s) * (rng.random(s) > 0.1)).astype(dtype)
+              for s in shapes] for _ in range(steps)]
+    return w0, grads
+
+
+@pytest.mark.parametrize("kwargs", SGD_OPTIONS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sgd_backends_bit_identical(rng, kwargs, dtype):
+    """numpy, cpu and cuda give the same bits over several steps (the first one included: the buffer
+    starts as the gradient) with a changing lr, for weights and momentum buffers."""
+    from minirc.backend import cuda_available
+
+    w0, grads = _sgd_case(rng, dtype, [(4, 3, 3, 3), (5,), ()], steps=4)
+    lrs = [kwargs["lr"] * f for f in (0.001, 0.3, 1.0, 0.1)]  # warm-up like: lr values that do not round to f32
+    ref = _sgd_run("numpy", w0, grads, kwargs, lrs)
+    backends = ["cpu"] + (["cuda"] if cuda_available() else [])
+    for backend in backends:
+        got = _sgd_run(backend, w0, grads, kwargs, lrs)
+        for a, b in zip(ref[0] + ref[1], got[0] + got[1]):
+            assert a.dtype == b.dtype == dtype
+            np.testing.assert_array_equal(b, a, err_msg=backend)
+    assert any(not np.array_equal(w, r) for w, r in zip(w0, ref[0]))  # the steps moved the weights
+
+
+def test_sgd_cpu_parallel_kernel_bit_identical(rng):
+    """A parameter of PARALLEL_MIN_SIZE elements or more runs the prange kernel: same bits as numpy."""
+    from minirc.optim import sgd
+
+    w0, grads = _sgd_case(rng, np.float32, [(sgd.PARALLEL_MIN_SIZE + 3,), (7, 9)], steps=3)
+    for kwargs in (SGD_OPTIONS[2], SGD_OPTIONS[3], SGD_OPTIONS[5]):
+        ref, got = _sgd_run("numpy", w0, grads, kwargs), _sgd_run("cpu", w0, grads, kwargs)
+        for a, b in zip(ref[0] + ref[1], got[0] + got[1]):
+            np.testing.assert_array_equal(b, a)
+
+
+def test_sgd_cpu_buffer_edge_cases(rng):
+    """The cpu update takes what the numpy one takes: a float64 gradient for float32 weights (rounded
+    first), a non-contiguous gradient, a read-only loaded momentum buffer; and resumes bit for bit."""
+    from minirc.backend import use_backend
+
+    w = rng.standard_normal((6, 4)).astype(np.float32)
+    g64 = rng.standard_normal((4, 6)).T  # float64, F-ordered
+    out = {}
+    for backend in ("numpy", "cpu"):
+        p = Parameter(w.copy())
+        opt = SGD([p], lr=0.1, momentum=0.9, weight_decay=1e-3)
+        with use_backend(backend):
+            p.grad = g64
+            opt.step()
+            saved = opt.state_dict()
+            buf = saved["state"][0]["momentum_buffer"]
+            buf.flags.writeable = False
+            resumed = SGD([p], lr=0.1)
+            resumed.load_state_dict(saved)
+            p.grad = g64[::-1]
+            resumed.step()
+        out[backend] = (p.data.copy(), resumed.state_dict()["state"][0]["momentum_buffer"])
+    np.testing.assert_array_equal(out["cpu"][0], out["numpy"][0])
+    np.testing.assert_array_equal(out["cpu"][1], out["numpy"][1])
+    assert out["cpu"][0].dtype == np.float32
+
+
 # ---- schedules ------------------------------------------------------------------------------------
 def _lrs(scheduler, n):
     out = []
