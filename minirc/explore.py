@@ -313,14 +313,15 @@ def draw_nms(ax, boxes, scores, threshold: float = 0.7, order: str = "as scored"
     for i, b in enumerate(boxes):
         if i in suppressed_by:
             draw_boxes(ax, b[None], "0.5", lw=0.8, ls="--")
-            ax.text(b[2] - 1, b[3] - 1, f"{i} (by {suppressed_by[i]})", fontsize=6, color="0.35", ha="right", va="bottom")
+            ax.text(b[2] - 1, b[3] - 1, f"{i} (by {suppressed_by[i]})", fontsize=6, color="0.35", ha="right",
+                    va="bottom")
         else:
             c = colors(kept.index(i) % 10)
             draw_boxes(ax, b[None], c, lw=2)
             ax.text(b[0] + 1, b[1] + 1, f"{i}: #{kept.index(i) + 1}, {scores[i]:.2f}", fontsize=7, color=c, va="top")
     pad = 10
-    ax.set(xlim=(boxes[:, 0].min() - pad, boxes[:, 2].max() + pad), ylim=(boxes[:, 3].max() + pad, boxes[:, 1].min() - pad),
-           aspect="equal", xlabel="x (px)", ylabel="y (px)",
+    ax.set(xlim=(boxes[:, 0].min() - pad, boxes[:, 2].max() + pad),
+           ylim=(boxes[:, 3].max() + pad, boxes[:, 1].min() - pad), aspect="equal", xlabel="x (px)", ylabel="y (px)",
            title=f"IoU > {threshold:g}, {order}: keeps {len(kept)} of {len(boxes)}")
     return kept
 

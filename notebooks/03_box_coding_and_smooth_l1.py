@@ -24,7 +24,7 @@ import os
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.patches import Rectangle
+from IPython.display import Markdown, display
 
 from minirc import Tensor
 from minirc.data import ShapesDataset
@@ -32,15 +32,10 @@ from minirc.detection import AnchorGenerator, BoxCoder, Matcher
 from minirc.detection.box_coder import BBOX_XFORM_CLIP
 from minirc.nn import functional as F
 from minirc.ops.box_iou import box_iou
-from minirc.visualize import to_hwc
+from minirc.visualize import draw_boxes, to_hwc
 
 FAST = os.environ.get("MINIRC_FAST") == "1"
-plt.rcParams["figure.dpi"] = 80
-
-
-def draw_boxes(ax, boxes, color, lw=1.0, ls="-"):
-    for x1, y1, x2, y2 in np.asarray(boxes, dtype=float):
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=color, lw=lw, ls=ls))
+plt.rcParams["figure.dpi"] = 100
 
 
 # %% [markdown]
@@ -80,6 +75,9 @@ for a, d in zip(anchors[positives], deltas):
 ax.set(xlim=(0, 256), ylim=(256, 0), xlabel="x (px)", ylabel="y (px)",
        title="object (gold), its positive anchors (blue dashed)\nand the centre shift (dx*w, dy*h) of each (red)")
 plt.show()
+a = anchors[positives]
+arrow_ends = (a[:, :2] + a[:, 2:]) / 2 + deltas[:, :2] * (a[:, 2:] - a[:, :2])
+assert np.allclose(arrow_ends, (target["boxes"][k, :2] + target["boxes"][k, 2:]) / 2)  # all on the object's centre
 
 # %% [markdown]
 # The arrows all end on the object's centre: `dx, dy` are centre offsets measured in anchor widths and
@@ -139,12 +137,18 @@ for ax, col in zip(axes, [0, 2]):
     ax.hist(rpn_raw[:, col], bins, histtype="step", lw=2, density=True, label="RPN anchors, raw (weights 1)")
     ax.set(title=f"{names[col]} of positive samples", xlabel=names[col], ylabel="density")
 axes[0].legend(fontsize=8, loc="upper left")
+fig.suptitle("Regression targets of positive samples: raw and weighted")
 plt.tight_layout()
 plt.show()
+raw_std, weighted_std, rpn_std = raw_head.std(0), weighted_head.std(0), rpn_raw.std(0)
+display(Markdown(
+    f"Raw box-head deltas are squeezed into a standard deviation of about {raw_std[:2].mean():.2f} (centre) and "
+    f"{raw_std[2:].mean():.2f} (size); the weights stretch them to {weighted_std[:2].mean():.2f} and "
+    f"{weighted_std[2:].mean():.2f}, about unit standard deviation. The RPN's positive anchors have raw targets "
+    f"of {rpn_std[:2].mean():.2f} and {rpn_std[2:].mean():.2f}, just as small."))
 
 # %% [markdown]
-# Raw box-head deltas are squeezed into about ±0.1 (centre) and ±0.2 (size); the weights stretch them
-# to about unit standard deviation. That is exactly what py-faster-rcnn did by dividing the targets by
+# That is exactly what py-faster-rcnn did by dividing the targets by
 # fixed standard deviations `(0.1, 0.1, 0.2, 0.2)` (1/0.1 = 10, 1/0.2 = 5). At unit scale the box
 # head's smooth-L1 loss (beta 1/9, below) works almost entirely in its linear part and its size is
 # comparable to the classification loss. Decoding divides by the same weights, so predictions come
@@ -173,15 +177,16 @@ ax.text(BBOX_XFORM_CLIP + 0.2, 2, "dw = log(1000/16)", color="gray")
 ax.set(title="Decoded width of a 16 px anchor", xlabel="predicted dw", ylabel="decoded width (px, log)")
 ax.legend()
 plt.show()
-print("deltas (0, 0, 100, 100) with weights (10, 10, 5, 5):",
-      head_coder.decode(np.array([[0, 0, 100, 100]], np.float32), proposal))
+clamped_box = head_coder.decode(np.array([[0, 0, 100, 100]], np.float32), proposal)
+print("deltas (0, 0, 100, 100) with weights (10, 10, 5, 5):", clamped_box)
 with np.errstate(over="ignore"):
     print("without the clamp, float32 exp(100 / 5) * 40 =", np.exp(np.float32(20)) * np.float32(40),
           "and exp(100) =", np.exp(np.float32(100)))
-
-# %% [markdown]
-# The clamped box `(-1220, -2440, 1280, 2560)` is absurd but finite; clipping to the image turns it into
-# the whole image and NMS handles it. An infinite box would turn IoUs into NaN.
+display(Markdown(
+    f"What to see: the decoded width follows `exp(dw) * 16` up to dw = {BBOX_XFORM_CLIP:.3f} and stays at "
+    f"{16 * np.exp(BBOX_XFORM_CLIP):.0f} px after it. The clamped box `({', '.join(f'{v:.0f}' for v in clamped_box[0])})` "
+    "is absurd but finite; clipping to the image turns it into the whole image and NMS handles it. An infinite box "
+    "would turn IoUs into NaN."))
 #
 # ## L1, L2 and smooth L1
 #
@@ -211,6 +216,7 @@ axes[0].set(title="Loss", xlabel="d = prediction - target", ylabel="loss", ylim=
 axes[1].set(title="Gradient (autograd)", xlabel="d = prediction - target", ylabel="d loss / d prediction",
             ylim=(-2, 2))
 axes[1].legend(fontsize=8)
+fig.suptitle("L1, L2 and smooth L1: the loss and its gradient")
 plt.tight_layout()
 plt.show()
 
@@ -235,9 +241,10 @@ for beta in betas:
     axes[0].plot(d, grad, label=f"beta = {beta:.3g}")
 axes[0].set(title="Gradient of smooth L1 for several beta", xlabel="d", ylabel="d loss / d prediction")
 axes[0].legend(fontsize=8)
+grad_size = {}
 for scale, style in [(1.0, "o-"), (0.1, "s--")]:
     errors = scale * rpn_raw.ravel()
-    sizes = []
+    sizes = grad_size[scale] = []
     for beta in betas:
         x = Tensor(errors.copy(), requires_grad=True)
         F.smooth_l1_loss(x, np.zeros_like(errors), beta=beta, reduction="sum").backward()
@@ -247,13 +254,14 @@ axes[1].set_xscale("log")
 axes[1].set(title="Mean |gradient| per coordinate", xlabel="beta (0 shown at 0.01)", ylabel="mean |d loss / d x|",
             ylim=(0, 1.05))
 axes[1].legend(fontsize=8)
+fig.suptitle("How hard smooth L1 pulls, as a function of beta")
 plt.tight_layout()
 plt.show()
-
-# %% [markdown]
-# Small beta behaves like L1: every sample pulls with about the same force until it is nearly exact.
-# Large beta behaves like L2 with a small step: errors inside the quadratic zone get weak gradients,
-# and an almost-trained model barely moves. With torchvision's beta = 1/9 the untrained RPN's
-# gradients are still mostly L1-like (mean size about 0.7), while the fine-tuning phase (errors 10x
-# smaller) gets the smooth quadratic finish (about 0.1). detectron2 goes all the way to beta = 0
-# (plain L1) and relies on the learning-rate schedule for the finish.
+tv = betas.index(1 / 9)
+display(Markdown(
+    "Small beta behaves like L1: every sample pulls with about the same force until it is nearly exact. Large beta "
+    "behaves like L2 with a small step: errors inside the quadratic zone get weak gradients, and an almost-trained "
+    "model barely moves. With torchvision's beta = 1/9 the untrained RPN's gradients are still mostly L1-like (mean "
+    f"size {grad_size[1.0][tv]:.2f}), while the fine-tuning phase (errors 10x smaller) gets the smooth quadratic "
+    f"finish ({grad_size[0.1][tv]:.2f}). detectron2 goes all the way to beta = 0 (plain L1) and relies on the "
+    "learning-rate schedule for the finish."))

@@ -30,6 +30,7 @@ import os
 
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython.display import Markdown, display
 from matplotlib.ticker import NullFormatter
 
 from minirc import Tensor
@@ -38,7 +39,7 @@ from minirc.detection.poolers import infer_scale
 from minirc.ops.roi_align import roi_align
 
 FAST = os.environ.get("MINIRC_FAST") == "1"
-plt.rcParams["figure.dpi"] = 80
+plt.rcParams["figure.dpi"] = 100
 rng = np.random.default_rng(0)
 print(inspect.getsource(LevelMapper.__call__))
 
@@ -55,7 +56,10 @@ def squares(sides):
 #
 # The step function below is the mapper's output for square boxes (level = index + 2 with P2..P5);
 # the dashed line is the formula before flooring and clamping. Boundaries fall at 112, 224 and
-# 448 px. Everything under 112 px lands on P2 and everything from 448 px up on P5: the clamps.
+# 448 px: everything under 112 px lands on P2 and everything from 448 px up on P5. The **clamps**
+# act only further out: the formula itself gives P2 down to 56 px (`4 + log2(56/224) = 2`) and P5
+# up to 896 px, so only boxes under 56 px (formula: P1 or lower) and from 896 px up (P6+) are
+# clamped (shaded).
 
 # %%
 mapper = LevelMapper(2, 5)
@@ -64,7 +68,7 @@ levels = mapper(squares(sides)) + 2
 fig, ax = plt.subplots(figsize=(10, 4.2))
 ax.plot(sides, 4 + np.log2(sides / 224), "--", color="0.6", label="4 + log2(side / 224) (unclamped)")
 ax.step(sides, levels, where="post", lw=2.5, label="torchvision / minirc level")
-ax.axvspan(8, 112, color="tab:orange", alpha=0.12, label="clamped to P2")
+ax.axvspan(8, 56, color="tab:orange", alpha=0.12, label="clamped to P2 (formula says P1 or lower)")
 ax.axvspan(896, 2048, color="tab:purple", alpha=0.12, label="clamped to P5 (formula says P6+)")
 for b in (112, 224, 448):
     ax.axvline(b, color="0.8", lw=0.8)
@@ -77,6 +81,11 @@ plt.show()
 for lo, hi in ((0, 112), (112, 224), (224, 448), (448, 10 ** 9)):
     sel = (sides >= lo) & (sides < hi)
     print(f"sides {lo:>4} .. {hi if hi < 10 ** 9 else 'inf':>4} px -> P{sorted(set(levels[sel].tolist()))}")
+unclamped = np.floor(4 + np.log2(sides / 224) + 1e-6)
+clamped = unclamped != levels
+print(f"clamped: sides {sides[clamped & (sides < 224)].min():.1f} .. {sides[clamped & (sides < 224)].max():.1f} px "
+      f"and {sides[clamped & (sides > 224)].min():.1f} .. {sides[clamped & (sides > 224)].max():.1f} px")
+assert sides[clamped & (sides < 224)].max() < 56 and abs(sides[~clamped].min() - 56) < 0.5
 
 # %% [markdown]
 # ## What the head sees: cells per bin
@@ -84,7 +93,7 @@ for lo, hi in ((0, 112), (112, 224), (224, 448), (448, 10 ** 9)):
 # The point of the rule is to give every RoI a similar number of feature cells. For the 7x7 box
 # head (and the 14x14 mask head), the plot shows feature cells per output bin along one side,
 # `side / stride / 7`. Between the clamps it saws between 2 and 4 for the box head (1 and 2 for
-# the mask head). Below 112 px, P2 is the finest map there is: a 28 px box has one cell per bin and
+# the mask head). Below 56 px, P2 is the finest map there is: a 28 px box has one cell per bin and
 # a 14 px box half a cell, so the 7x7 output is an *upsampling* of a handful of cells. Above 896 px
 # the cells per bin grow without bound while `sampling_ratio=2` still takes only 2x2 samples per
 # bin: most cells are skipped (aliasing).
@@ -95,14 +104,20 @@ fig, ax = plt.subplots(figsize=(10, 4.2))
 for size, color in ((7, "tab:blue"), (14, "tab:green")):
     ax.plot(sides, sides / strides / size, color=color, label=f"{size}x{size} pooling (levels by floor)")
 ax.axhline(1, color="0.5", ls=":", lw=1)
-ax.axvspan(8, 112, color="tab:orange", alpha=0.12)
-ax.axvspan(896, 2048, color="tab:purple", alpha=0.12)
+ax.axvspan(8, 56, color="tab:orange", alpha=0.12, label="clamped to P2")
+ax.axvspan(896, 2048, color="tab:purple", alpha=0.12, label="clamped to P5")
 ax.set(xscale="log", yscale="log", xlabel="box side (px)", ylabel="feature cells per output bin (one side)",
        title="Resolution the heads get: flat between the clamps, falling or growing outside")
 ax.set_xticks([8, 16, 32, 56, 112, 224, 448, 896, 2048], ["8", "16", "32", "56", "112", "224", "448", "896", "2048"])
 ax.xaxis.set_minor_formatter(NullFormatter())
 ax.legend()
 plt.show()
+per_bin = sides / strides / 7
+between = (sides >= 56) & (sides < 896)
+print(f"7x7 box head, cells per bin between the clamps (56 .. 896 px): {per_bin[between].min():.2f} .. "
+      f"{per_bin[between].max():.2f}; 14x14 mask head: {per_bin[between].min() / 2:.2f} .. "
+      f"{per_bin[between].max() / 2:.2f}; a 28 px box: {28 / 4 / 7:.2f}, a 14 px box: {14 / 4 / 7:.2f}")
+assert 1.99 < per_bin[between].min() and per_bin[between].max() <= 4.0
 
 # %% [markdown]
 # ### At the clamps, seen in the pooled features
@@ -110,7 +125,7 @@ plt.show()
 # Two extremes on synthetic maps. Left: a 16 px box on P2 (4 cells) pooled to 7x7 -- blocky
 # interpolation of 4 x 4 values. Right: a 1200 px box on P5 over a checkerboard of 2x2-cell
 # squares: with `sampling_ratio=2` (torchvision's detector) each bin takes 4 samples from ~29
-# cells and the output is a moiré; the adaptive grid (`sampling_ratio=-1`, `ceil(5.4) = 6` samples
+# cells (a bin is `1200 / 32 / 7 = 5.4` cells on a side) and the output is a moiré; the adaptive grid (`sampling_ratio=-1`, `ceil(5.4) = 6` samples
 # per side) averages it to (nearly) the grey it really is.
 
 # %%
@@ -118,27 +133,28 @@ p2 = rng.standard_normal((1, 1, 64, 64)).astype(np.float32)
 small_box = np.array([[0, 100.0, 100.0, 116.0, 116.0]], np.float32)
 stripes = ((np.indices((48, 48)) // 2).sum(0) % 2).astype(np.float32)[None, None]  # 2x2-cell checkerboard
 big_box = np.array([[0, 100.0, 100.0, 1300.0, 1300.0]], np.float32)
-fig, axes = plt.subplots(1, 4, figsize=(16, 4))
-axes[0].imshow(p2[0, 0, 24:30, 24:30], cmap="viridis", extent=(24, 30, 30, 24))
+fig, axes = plt.subplots(1, 4, figsize=(18, 4.6), layout="constrained")
+axes[0].imshow(p2[0, 0, 24:30, 24:30], cmap="viridis", vmin=-2, vmax=2, extent=(24, 30, 30, 24))
 axes[0].add_patch(plt.Rectangle((25, 25), 4, 4, fill=False, ec="white", lw=2))
-axes[0].set(title="P2 cells around a 16 px box (white)", xlabel="cell x", ylabel="cell y")
-axes[1].imshow(roi_align(p2, small_box, 7, 1 / 4, 2, True)[0, 0], cmap="viridis")
-axes[1].set(title="its 7x7 RoIAlign (upsampled)", xlabel="bin x", ylabel="bin y")
+axes[0].set(title="P2 cells around\na 16 px box (white)", xlabel="cell x", ylabel="cell y")
+im = axes[1].imshow(roi_align(p2, small_box, 7, 1 / 4, 2, True)[0, 0], cmap="viridis", vmin=-2, vmax=2)
+fig.colorbar(im, ax=axes[:2], shrink=0.8, label="feature value")
+axes[1].set(title="its 7x7 RoIAlign\n(upsampled)", xlabel="bin x", ylabel="bin y")
 for ax, sr in zip(axes[2:], (2, -1)):
     pooled = roi_align(stripes, big_box, 7, 1 / 32, sr, True)[0, 0]
-    ax.imshow(pooled, cmap="gray", vmin=0, vmax=1)
-    ax.set(title=f"1200 px box on P5, sampling_ratio {sr}", xlabel="bin x", ylabel="bin y")
+    im = ax.imshow(pooled, cmap="gray", vmin=0, vmax=1)
+    ax.set(title=f"1200 px box on P5,\nsampling_ratio {sr}", xlabel="bin x", ylabel="bin y")
     print(f"sampling_ratio {sr:2d}: bins range {pooled.min():.3f} .. {pooled.max():.3f} (the pattern's mean is 0.5)")
+fig.colorbar(im, ax=axes[2:], shrink=0.8, label="pooled value")
 fig.suptitle("The clamps: too few cells for tiny boxes, too few samples for huge ones")
-fig.tight_layout(rect=(0, 0, 1, 0.93))
 plt.show()
 
 # %% [markdown]
 # ## floor vs round, and three ways to place the eps
 #
 # The paper floors. Rounding instead (`round(4 + log2(s/224))`) would move every boundary down by a
-# factor sqrt(2): P4 would take 158-317 px boxes rather than 224-448, i.e. 10-20 cells instead of
-# 14-28, one notch finer. Implementations also differ in details that matter only near a boundary:
+# factor sqrt(2): P4 would take 158-317 px boxes rather than 224-448 (`224 / sqrt(2) = 158`), i.e.
+# 10-20 cells of stride 16 instead of 14-28, one notch finer. Implementations also differ in details that matter only near a boundary:
 #
 # | implementation | level | dtype | area |
 # |---|---|---|---|
@@ -219,12 +235,12 @@ boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
 ref = level_torchvision(boxes)
 for name, fn in list(CONVENTIONS.items())[1:]:
     print(f"{name:28s} differs from torchvision on {np.mean(fn(boxes) != ref):7.3%} of {n_boxes} random boxes")
-
-# %% [markdown]
-# On random boxes the eps placement almost never matters (a box has to sit within a tiny fraction
-# of a pixel of a boundary), the `+1` matters for somewhat less than one box in a hundred, and
-# floor vs round for about a quarter of them (all boxes with sides between a boundary and
-# 1/sqrt(2) of it).
+differs = {name: float(np.mean(fn(boxes) != ref)) for name, fn in CONVENTIONS.items()}
+display(Markdown(
+    f"On random boxes the eps placement almost never matters (detectron2 differs on "
+    f"{differs['detectron2']:.3%}: a box has to sit within a tiny fraction of a pixel of a boundary), the `+1` "
+    f"matters for {differs['Detectron (Caffe2, +1 area)']:.2%} of them, and floor vs round for "
+    f"{differs['round instead of floor']:.0%} (all boxes with sides between a boundary and 1/sqrt(2) of it)."))
 
 # %% [markdown]
 # ## Which level is which: scales inferred from the shapes, and cached

@@ -38,12 +38,13 @@ import numpy as np
 import minirc
 import minirc.random
 from minirc.autograd import Tensor
+from minirc.explore import mask_iou
 from minirc.model import config as C
 from minirc.model.mask_head import (MaskRCNNHeads, MaskRCNNPredictor, mask_loss, mask_probabilities,
                                     project_masks_on_boxes)
 
 FAST = os.environ.get("MINIRC_FAST") == "1"
-plt.rcParams["figure.dpi"] = 80
+plt.rcParams["figure.dpi"] = 100
 minirc.random.manual_seed(0)
 CLASS_NAMES = ["background", "disc", "square"]
 
@@ -102,6 +103,7 @@ for ax, t, name in zip(axes[1:], targets, ["disc RoI", "square RoI"]):
 axes[0].set_xlabel("x (pixels)")
 axes[0].set_ylabel("y (pixels)")
 fig.colorbar(im, ax=axes[1:], shrink=0.8, label="target value")
+fig.suptitle("Two classes that share a box, and their mask targets")
 plt.show()
 
 # %% [markdown]
@@ -135,9 +137,12 @@ for row, (loss_type, g) in enumerate(grads.items()):
         axes[row, k].set_xlabel("mask x")
         axes[row, k].set_ylabel("mask y")
 fig.colorbar(im, ax=axes, shrink=0.6, label="gradient")
+fig.suptitle("Gradient of the disc RoI's mask loss per class channel: sigmoid (top) vs softmax (bottom)")
 plt.show()
 for loss_type, g in grads.items():
     print(f"{loss_type:8s} sum |grad| per channel of the disc RoI:", np.abs(g).sum(axis=(1, 2)).round(5))
+assert not grads["sigmoid"][[0, 2]].any()  # only the gt class's channel gets a gradient
+assert np.allclose(grads["softmax"].sum(axis=0), 0, atol=1e-12)  # softmax gradients sum to 0 over classes
 
 # %% [markdown]
 # Top row (sigmoid): the disc RoI's gradient is non-zero only in channel 1, its gt class. Channels
@@ -187,6 +192,7 @@ for ax in axes:
 axes[0].set_ylabel("loss")
 axes[1].set_ylabel("gradient")
 axes[0].legend()
+fig.suptitle("One pixel with target 1: sigmoid vs softmax as the competitor's logit $z_c$ rises")
 plt.show()
 
 # %% [markdown]
@@ -243,18 +249,16 @@ for row, loss_type in enumerate(("sigmoid", "softmax")):
         ax.set_xlabel("mask x")
         ax.set_ylabel("mask y")
 fig.colorbar(im, ax=fig.axes[1:], shrink=0.7, label="mask probability (green: target's 0.5 contour)")
+fig.suptitle("One logit map shared by both RoIs, fitted with each loss")
 plt.show()
-
-
-def iou(a, b):
-    return (a & b).sum() / max((a | b).sum(), 1)
+assert fits["softmax"][1][-1] > fits["sigmoid"][1][-1]  # the softmax loss stays above the sigmoid's
 
 
 print(f"{'loss':8s} {'RoI':7s} {'IoU(p > 0.5)':>13s} {'IoU(p >= 0.5)':>14s} {'p on contested pixels':>22s}")
 for loss_type, p in probs.items():
     for r, name in enumerate(["disc", "square"]):
         gt = targets[r] >= 0.5
-        print(f"{loss_type:8s} {name:7s} {iou(p[r] > 0.5, gt):13.3f} {iou(p[r] >= 0.5, gt):14.3f} "
+        print(f"{loss_type:8s} {name:7s} {mask_iou(p[r] > 0.5, gt):13.3f} {mask_iou(p[r] >= 0.5, gt):14.3f} "
               f"{p[r][targets[r] > 0.99].mean():22.3f}")
 
 # %% [markdown]
