@@ -4,8 +4,8 @@
         python benchmarks/profile_step.py                  # CPU seconds per step, weights digest
     ... python benchmarks/profile_step.py --profile 25     # + the 25 biggest cProfile entries (tottime)
 
-Builds the demo model and its data as ``minirc demo`` does (seed 0, the preset's lr schedule over
-1000 iterations), runs ``--warmup`` untimed steps (they compile the kernels), then ``--steps``
+Builds the demo model and its data as ``minirc demo`` does (seed 0, the preset's run length and lr
+schedule), runs ``--warmup`` untimed steps (they compile the kernels), then ``--steps``
 steps timed with ``time.process_time`` (CPU time of the process: on a shared machine it moves far
 less with the load than the wall clock). The digest (SHA-256 of every weight after the last step)
 is the same on every run of the same code: a change that claims to keep the results bit for bit
@@ -27,7 +27,6 @@ def build_trainer():
     from minirc.train.trainer import Trainer
 
     cfg = demo_config("shapes_demo")
-    cfg.train.iters, cfg.train.budget_seconds = 1000, None
     model, train_set, _ = build(cfg, 0)
     return model, Trainer(model, train_set, cfg.train, out_dir=None, progress=False)
 

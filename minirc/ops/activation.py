@@ -10,7 +10,8 @@ Shapes: any shape; the result has the input's shape and dtype (float32 or float6
   ``sigmoid_backward(g, y) = g * y * (1 - y)`` from the output ``y``.
 
 Backends (the arrays are flattened, so every kernel is compiled once per dtype):
-``"numpy"`` vectorised NumPy; ``"cpu"`` ``prange`` over elements; ``"cuda"`` one thread per element.
+``"numpy"`` vectorised NumPy; ``"cpu"`` a loop over the elements, ``prange`` for big arrays;
+``"cuda"`` one thread per element.
 """
 from __future__ import annotations
 
@@ -57,18 +58,51 @@ def sigmoid_backward_numpy(grad_out, output):
     return grad_out * output * (np.ones((), output.dtype) - output)
 
 
-# ---- Numba CPU: prange over the flattened elements --------------------------------------------
+# ---- Numba CPU: a loop over the flattened elements, prange from PARALLEL_MIN_SIZE on -------------
+# A parallel launch costs 12-16 us of CPU on one thread, as long as a serial loop over about 130 000
+# float32 elements, and more wall time on a loaded machine, where the waiting thread has to be woken
+# (2 threads, 2 busy cores: the prange loop lost to the serial one on every size up to 2^18).
+# 24 of the 27 ReLUs of a demo training step are smaller (docs/performance.md).
+PARALLEL_MIN_SIZE = 2**18
+
+
+@njit(cache=True, inline="always")
+def _relu_value(v):
+    return type(v)(0.0) if v <= 0 else v
+
+
+@njit(cache=True, inline="always")
+def _relu_grad_value(g, y):
+    return g if y > 0 else type(g)(0.0)
+
+
+@njit(cache=True, inline="always")
+def _sigmoid_grad_value(g, y):
+    return g * y * (type(y)(1.0) - y)
+
+
 @njit(cache=True, parallel=True)
 def _relu_cpu_kernel(x, out):
     for i in prange(x.size):
-        v = x[i]
-        out[i] = type(v)(0.0) if v <= 0 else v
+        out[i] = _relu_value(x[i])
+
+
+@njit(cache=True)
+def _relu_cpu_serial(x, out):
+    for i in range(x.size):
+        out[i] = _relu_value(x[i])
 
 
 @njit(cache=True, parallel=True)
 def _relu_backward_cpu_kernel(g, y, out):
     for i in prange(g.size):
-        out[i] = g[i] if y[i] > 0 else type(g[i])(0.0)
+        out[i] = _relu_grad_value(g[i], y[i])
+
+
+@njit(cache=True)
+def _relu_backward_cpu_serial(g, y, out):
+    for i in range(g.size):
+        out[i] = _relu_grad_value(g[i], y[i])
 
 
 @njit(cache=True, parallel=True)
@@ -77,36 +111,50 @@ def _sigmoid_cpu_kernel(x, out):
         out[i] = sigmoid_scalar(x[i])
 
 
+@njit(cache=True)
+def _sigmoid_cpu_serial(x, out):
+    for i in range(x.size):
+        out[i] = sigmoid_scalar(x[i])
+
+
 @njit(cache=True, parallel=True)
 def _sigmoid_backward_cpu_kernel(g, y, out):
     for i in prange(g.size):
-        out[i] = g[i] * y[i] * (type(y[i])(1.0) - y[i])
+        out[i] = _sigmoid_grad_value(g[i], y[i])
+
+
+@njit(cache=True)
+def _sigmoid_backward_cpu_serial(g, y, out):
+    for i in range(g.size):
+        out[i] = _sigmoid_grad_value(g[i], y[i])
 
 
 def _flat(a):
     return np.ascontiguousarray(a).reshape(-1)
 
 
-def _run_cpu(kernel, *arrays):
+def _run_cpu(kernels, *arrays):
+    """kernels: (serial, parallel); the arrays' elements in C order, the result a fresh array."""
     out = np.empty(arrays[0].shape, dtype=arrays[0].dtype)
+    kernel = kernels[out.size >= PARALLEL_MIN_SIZE]
     kernel(*[_flat(a) for a in arrays], out.reshape(-1))
     return out
 
 
 def relu_cpu(x):
-    return _run_cpu(_relu_cpu_kernel, x)
+    return _run_cpu((_relu_cpu_serial, _relu_cpu_kernel), x)
 
 
 def relu_backward_cpu(grad_out, output):
-    return _run_cpu(_relu_backward_cpu_kernel, grad_out, output)
+    return _run_cpu((_relu_backward_cpu_serial, _relu_backward_cpu_kernel), grad_out, output)
 
 
 def sigmoid_cpu(x):
-    return _run_cpu(_sigmoid_cpu_kernel, x)
+    return _run_cpu((_sigmoid_cpu_serial, _sigmoid_cpu_kernel), x)
 
 
 def sigmoid_backward_cpu(grad_out, output):
-    return _run_cpu(_sigmoid_backward_cpu_kernel, grad_out, output)
+    return _run_cpu((_sigmoid_backward_cpu_serial, _sigmoid_backward_cpu_kernel), grad_out, output)
 
 
 # ---- Numba CUDA: one thread per element -------------------------------------------------------

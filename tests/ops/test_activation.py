@@ -70,3 +70,31 @@ def test_errors():
         A.relu_backward(np.ones(3, np.float32), np.ones(4, np.float32))
     with pytest.raises(TypeError, match="output: expected the dtype of grad_out"):
         A.sigmoid_backward(np.ones(3, np.float32), np.ones(3, np.float64))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_serial_and_parallel_kernels(rng, dtype):
+    """Arrays below and at A.PARALLEL_MIN_SIZE (serial loop / prange), with -0, NaN, infinities and
+    a strided input: the serial and prange kernels give the same bits, and ReLU's those of numpy."""
+    special = np.array([-0.0, 0.0, np.nan, np.inf, -np.inf, 1e-45, -1e-45, 100.0, -100.0], dtype)
+    for n in (len(special), 1000, A.PARALLEL_MIN_SIZE - 1, A.PARALLEL_MIN_SIZE + 5):
+        x = (rng.standard_normal(2 * n) * 10).astype(dtype)[::2]  # strided: _flat copies it
+        x[: len(special)] = special
+        g = rng.standard_normal(n).astype(dtype)
+        g[: len(special)] = special[::-1]
+        y, s = A.relu_numpy(x), A.sigmoid_numpy(x)
+        cases = [(A._relu_cpu_serial, A._relu_cpu_kernel, (x,), A.relu_cpu(x), y),
+                 (A._relu_backward_cpu_serial, A._relu_backward_cpu_kernel, (g, y), A.relu_backward_cpu(g, y),
+                  A.relu_backward_numpy(g, y)),
+                 (A._sigmoid_cpu_serial, A._sigmoid_cpu_kernel, (x,), A.sigmoid_cpu(x), None),
+                 (A._sigmoid_backward_cpu_serial, A._sigmoid_backward_cpu_kernel, (g, s),
+                  A.sigmoid_backward_cpu(g, s), None)]
+        for serial, parallel, args, got, reference in cases:
+            flat = [np.ascontiguousarray(a) for a in args]
+            a, b = np.empty(n, dtype), np.empty(n, dtype)
+            serial(*flat, a)
+            parallel(*flat, b)
+            assert a.tobytes() == b.tobytes() == got.tobytes(), serial.__name__
+            assert got.dtype == dtype and got.shape == (n,)
+            if reference is not None:
+                assert got.tobytes() == reference.tobytes(), serial.__name__
