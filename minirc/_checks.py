@@ -11,6 +11,12 @@ import numpy as np
 
 FLOAT_DTYPES = (np.float32, np.float64)
 
+# Caps on sizes computed from user numbers (docs/conventions.md, "Limits"). Every size a kernel
+# allocates or loops over is computed in Python ints and checked against these first, so that no
+# int64 product can wrap inside a kernel and no MemoryError escapes from a size that could be checked.
+MAX_ELEMENTS = 2**31 - 1  # elements of one array a kernel allocates (int32 flat indices stay valid)
+MAX_INT_ARG = 2**31 - 1   # an int argument (kernel_size, stride, padding, output_size, ...)
+
 
 def _describe(a) -> str:
     if hasattr(a, "shape") and hasattr(a, "dtype"):
@@ -54,8 +60,8 @@ def check_finite(a, name: str) -> None:
         raise ValueError(f"{name}: expected finite values, got {bad} NaN/inf entries in {_describe(a)}")
 
 
-def pair(v, name: str, minimum: int = 0) -> tuple[int, int]:
-    """An int or a pair of ints (torch's ``_pair``) as a checked ``(h, w)`` tuple, each >= minimum."""
+def pair(v, name: str, minimum: int = 0, maximum: int = MAX_INT_ARG) -> tuple[int, int]:
+    """An int or a pair of ints (torch's ``_pair``) as a checked ``(h, w)`` tuple, minimum <= each <= maximum."""
     if isinstance(v, numbers.Integral) and not isinstance(v, bool):
         out = (int(v), int(v))
     elif isinstance(v, (tuple, list)) and len(v) == 2 and all(
@@ -65,7 +71,23 @@ def pair(v, name: str, minimum: int = 0) -> tuple[int, int]:
         raise TypeError(f"{name}: expected an int or a pair of ints, got {v!r}")
     if min(out) < minimum:
         raise ValueError(f"{name}: expected values >= {minimum}, got {v!r}")
+    if max(out) > maximum:
+        raise ValueError(f"{name}: expected values <= {maximum} (the limit), got {v!r}")
     return out
+
+
+def elements(shape, name: str, what: str, limit: int = MAX_ELEMENTS) -> int:
+    """The element count of ``shape`` in Python ints; ValueError naming ``name`` when over ``limit``.
+
+    what: the array that would be allocated, e.g. "the output (K, C, PH, PW)".
+    """
+    count = 1
+    for s in shape:
+        count *= int(s)
+    if count > limit:
+        raise ValueError(f"{name}: {what} of shape {tuple(int(s) for s in shape)} would hold {count} "
+                         f"elements; the limit is {limit}")
+    return count
 
 
 def positive_int(v, name: str, minimum: int = 1) -> int:

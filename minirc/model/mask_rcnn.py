@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -118,8 +119,24 @@ def check_images(images) -> list:
             raise ValueError(f"images[{i}]: expected shape (3, H, W) (RGB, channels first), got {img.shape}")
         if img.dtype not in (np.float32, np.float64):
             raise TypeError(f"images[{i}]: expected float32 values in [0, 1], got dtype {img.dtype}")
-        out.append(img.astype(np.float32, copy=False))
+        img = img.astype(np.float32, copy=False)
+        _check_pixels(i, img)
+        out.append(img)
     return out
+
+
+def _check_pixels(i, img):
+    """NaN/inf pixels are an error (they would surface later as non-finite boxes); values far outside
+    [0, 1] get a warning with the likely fix (augmentations may step slightly outside, so no error)."""
+    finite = np.isfinite(img)
+    if not finite.all():
+        raise ValueError(f"images[{i}]: expected finite pixel values (RGB in [0, 1]), got "
+                         f"{img.size - int(np.count_nonzero(finite))} NaN/inf pixel values")
+    lo, hi = float(img.min()), float(img.max())
+    if lo < -0.5 or hi > 1.5:
+        hint = "; they look like 0..255 values: divide by 255" if hi > 2 else ""
+        warnings.warn(f"images[{i}]: pixel values span [{lo:.4g}, {hi:.4g}], expected RGB in [0, 1]{hint}",
+                      stacklevel=4)
 
 
 def check_targets(images, targets, num_classes: int) -> list:
@@ -149,10 +166,15 @@ def _check_target(i, image_size, target, num_classes):
         raise ValueError(f"{where}['boxes']: expected shape (M, 4), got {boxes.shape}")
     if not np.all(np.isfinite(boxes)):
         raise ValueError(f"{where}['boxes']: expected finite coordinates, got NaN or inf")
-    bad = np.flatnonzero((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
+    # clipped to the image, as detectron2's annotations_to_instances does (boxes.clip(image_size)):
+    # gt boxes join the proposals, and a box far outside the image would size RoIAlign's samples
+    h, w = image_size
+    clipped = np.clip(boxes, 0, np.array([w, h, w, h], dtype=boxes.dtype))
+    bad = np.flatnonzero((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1]))
     if bad.size:
-        raise ValueError(f"{where}['boxes']: every box needs x2 > x1 and y2 > y1 (positive width and height); "
-                         f"box {bad[0]} is {boxes[bad[0]].tolist()}")
+        raise ValueError(f"{where}['boxes']: every box needs x2 > x1 and y2 > y1 (positive width and height) "
+                         f"inside the {h}x{w} image; box {bad[0]} is {boxes[bad[0]].tolist()}")
+    boxes = clipped
     m = boxes.shape[0]
     labels = np.asarray(target["labels"])
     if labels.dtype.kind not in "iu":
@@ -169,6 +191,10 @@ def _check_target(i, image_size, target, num_classes):
     if masks.shape != (m, *image_size):
         raise ValueError(f"{where}['masks']: expected shape ({m}, {image_size[0]}, {image_size[1]}) "
                          f"(one mask per box, the image's size), got {masks.shape}")
+    if masks.dtype == np.uint8 and masks.size and masks.max() > 1:
+        k = int(np.flatnonzero(masks.reshape(m, -1).max(axis=1) > 1)[0])
+        raise ValueError(f"{where}['masks']: expected 0/1 values, mask {k} holds values up to "
+                         f"{int(masks[k].max())} (0/255 masks: pass mask > 0, or divide by 255)")
     return {**target, "boxes": boxes.astype(np.float32), "labels": labels.astype(np.int64),
             "masks": masks.astype(np.uint8)}
 

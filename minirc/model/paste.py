@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from minirc import _checks
 from minirc.model.transform import interpolate_bilinear
+
+MAX_COORD = 2**31 - 1  # |grown box coordinate| in pixels: cast to int64, then pixel counts added
 
 
 def expand_masks(masks: np.ndarray, padding: int = 1):
@@ -45,12 +48,12 @@ def paste_mask_in_image(mask: np.ndarray, box, im_h: int, im_w: int) -> np.ndarr
     x1, y1, x2, y2 = (int(v) for v in box)
     w = max(x2 - x1 + 1, 1)  # +1: an integer box [x1, x2] covers x2 - x1 + 1 pixels
     h = max(y2 - y1 + 1, 1)
-    resized = interpolate_bilinear(mask, (h, w))
     canvas = np.zeros((im_h, im_w), dtype=mask.dtype)
     xa, xb = max(x1, 0), min(x2 + 1, im_w)
     ya, yb = max(y1, 0), min(y2 + 1, im_h)
     if xb > xa and yb > ya:  # a box wholly outside the image pastes nothing
-        canvas[ya:yb, xa:xb] = resized[ya - y1:yb - y1, xa - x1:xb - x1]
+        # only the part inside the image is resized: a box far larger than the image costs no more
+        canvas[ya:yb, xa:xb] = interpolate_bilinear(mask, (h, w), ((ya - y1, yb - y1), (xa - x1, xb - x1)))
     return canvas
 
 
@@ -73,8 +76,18 @@ def paste_masks_in_image(masks, boxes, image_size, padding: int = 1) -> np.ndarr
     if masks.ndim != 3 or masks.shape[0] != boxes.shape[0]:
         raise ValueError(f"masks: expected (D, S, S) with D = {boxes.shape[0]} (one per box), got {masks.shape}")
     im_h, im_w = int(image_size[0]), int(image_size[1])
+    if min(im_h, im_w) < 0:
+        raise ValueError(f"image_size: expected (H, W) >= 0, got {tuple(image_size)}")
+    _checks.elements((masks.shape[0], im_h, im_w), "image_size", "the pasted masks (D, H, W)")
     if masks.shape[0] == 0:
         return np.zeros((0, im_h, im_w), dtype=np.float32)
+    if min(masks.shape[1:]) < 1:
+        raise ValueError(f"masks: expected (D, S, S) with S >= 1, got shape {masks.shape}")
     padded, scale = expand_masks(masks, padding)
-    int_boxes = expand_boxes(boxes, scale).astype(np.int64)  # truncation toward zero, as .to(int64)
+    grown = expand_boxes(boxes, scale)
+    bad = np.flatnonzero(~np.all(np.abs(grown) <= MAX_COORD, axis=1))  # NaN fails too
+    if bad.size:
+        raise ValueError(f"boxes: expected finite coordinates within +-{MAX_COORD} pixels (the limit), "
+                         f"box {int(bad[0])} is {boxes[bad[0]].tolist()}")
+    int_boxes = grown.astype(np.int64)  # truncation toward zero, as .to(int64)
     return np.stack([paste_mask_in_image(m, b, im_h, im_w) for m, b in zip(padded, int_boxes)])

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minirc import _checks
 from minirc.nn import Module
 
 # ----- resizing kernels (PyTorch's interpolate, CPU) ---------------------------------------------
 
 
-def _linear_axis(in_size: int, out_size: int):
+def _linear_axis(in_size: int, out_size: int, start: int = 0, stop: int | None = None):
     """Source indices and weights of one axis of bilinear ``align_corners=False`` resizing.
 
     PyTorch (``UpSample.h``: ``area_pixel_compute_source_index``): ``ratio = in / out`` in float32,
@@ -35,11 +36,13 @@ def _linear_axis(in_size: int, out_size: int):
     ``i1 = i0 + (i0 < in - 1)``, ``l1 = clamp(src - i0, 0, 1)``, ``l0 = 1 - l1``; an axis whose size
     does not change is copied. The source coordinate is rounded to float32 once (as PyTorch's
     vectorised kernel does with a fused multiply-add), hence the float64 product.
+    start, stop: only the output indices [start, stop) (each output depends on its index alone).
     """
-    dst = np.arange(out_size, dtype=np.float64)
+    stop = out_size if stop is None else stop
+    dst = np.arange(start, stop, dtype=np.float64)
     if in_size == out_size:
-        idx = np.arange(out_size)
-        return idx, idx, np.ones(out_size, np.float32), np.zeros(out_size, np.float32)
+        idx = np.arange(start, stop)
+        return idx, idx, np.ones(idx.size, np.float32), np.zeros(idx.size, np.float32)
     ratio = np.float32(in_size) / np.float32(out_size)
     src = (np.float64(ratio) * (dst + 0.5) - 0.5).astype(np.float32)
     src = np.maximum(src, np.float32(0))
@@ -49,17 +52,23 @@ def _linear_axis(in_size: int, out_size: int):
     return i0, i1, (np.float32(1) - l1), l1
 
 
-def interpolate_bilinear(x: np.ndarray, size) -> np.ndarray:
+def interpolate_bilinear(x: np.ndarray, size, window=None) -> np.ndarray:
     """``F.interpolate(x, size, mode="bilinear", align_corners=False)`` on the last two axes.
 
     x: (..., H, W) float array; size: (out_h, out_w). Returns (..., out_h, out_w) in x's dtype.
+    window: ``((r0, r1), (c0, c1))`` computes only output rows r0..r1-1 and columns c0..c1-1 (the
+    same values as slicing the full result; what mask pasting needs of a box larger than the image).
     Weights are combined as PyTorch does: ``ly0 * (lx0 * a + lx1 * b) + ly1 * (lx0 * c + lx1 * d)``.
     """
     out_h, out_w = int(size[0]), int(size[1])
     if out_h <= 0 or out_w <= 0:
         raise ValueError(f"size: expected positive output height and width, got {tuple(size)}")
-    y0, y1, ly0, ly1 = _linear_axis(x.shape[-2], out_h)
-    x0, x1, lx0, lx1 = _linear_axis(x.shape[-1], out_w)
+    if min(x.shape[-2:]) < 1:
+        raise ValueError(f"input: cannot resize from an empty spatial size, got shape {tuple(x.shape)}")
+    (r0, r1), (c0, c1) = window if window is not None else ((0, out_h), (0, out_w))
+    _checks.elements(tuple(x.shape[:-2]) + (r1 - r0, c1 - c0), "size", "the resized output")
+    y0, y1, ly0, ly1 = _linear_axis(x.shape[-2], out_h, r0, r1)
+    x0, x1, lx0, lx1 = _linear_axis(x.shape[-1], out_w, c0, c1)
     dt = x.dtype.type
     ly0, ly1 = ly0.astype(dt)[:, None], ly1.astype(dt)[:, None]
     lx0, lx1 = lx0.astype(dt), lx1.astype(dt)
@@ -82,6 +91,9 @@ def _nearest_axis(in_size: int, out_size: int) -> np.ndarray:
 
 def interpolate_nearest(x: np.ndarray, size) -> np.ndarray:
     """``F.interpolate(x, size, mode="nearest")`` on the last two axes (any dtype)."""
+    if min(x.shape[-2:]) < 1:
+        raise ValueError(f"input: cannot resize from an empty spatial size, got shape {tuple(x.shape)}")
+    _checks.elements(tuple(x.shape[:-2]) + (int(size[0]), int(size[1])), "size", "the resized output")
     rows = _nearest_axis(x.shape[-2], int(size[0]))
     cols = _nearest_axis(x.shape[-1], int(size[1]))
     return x[..., rows[:, None], cols[None, :]]

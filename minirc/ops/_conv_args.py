@@ -71,12 +71,22 @@ def check_grad_out(grad_out, x, expected, what):
     return g
 
 
-def output_size(x_shape, geom, name="input"):
-    """(Ho, Wo) of a convolution of an input of shape ``x_shape``; ValueError when it would be empty."""
+def output_size(x_shape, geom, name="input", out_channels=None):
+    """(Ho, Wo) of a convolution of an input of shape ``x_shape``; ValueError when it would be empty.
+
+    With ``out_channels`` (O), also the sizes the kernels allocate are checked (in Python ints,
+    against ``_checks.MAX_ELEMENTS``): the padded input (N, C, H + 2ph, W + 2pw), the im2col
+    columns (N, C, kh, kw, Ho, Wo) and the output (N, O, Ho, Wo).
+    """
     ho, wo = geom.out_size(*x_shape[2:])
     if ho <= 0 or wo <= 0:
         raise ValueError(
             f"{name}: spatial size {tuple(x_shape[2:])} with padding {(geom.ph, geom.pw)} is smaller than "
             f"the dilated kernel {(geom.dh * (geom.kh - 1) + 1, geom.dw * (geom.kw - 1) + 1)}: "
             f"the output would be {(ho, wo)}")
+    if out_channels is not None:
+        n, c, h, w = (int(s) for s in x_shape)
+        _checks.elements((n, c, h + 2 * geom.ph, w + 2 * geom.pw), "padding", "the padded input")
+        _checks.elements((n, c, geom.kh, geom.kw, ho, wo), "stride", "the im2col columns")
+        _checks.elements((n, int(out_channels), ho, wo), "padding", "the output")
     return ho, wo

@@ -67,9 +67,10 @@ def check_backward_args(grad_output, boxes, input_shape):
     """
     grad_output = _checks.as_array(grad_output, "grad_output", ndim=4, float_only=True)
     input_shape = tuple(int(s) for s in input_shape)
-    if len(input_shape) != 4 or input_shape[1] != grad_output.shape[1]:
-        raise ValueError(f"input_shape: expected (N, C, H, W) with C = grad_output.shape[1] = "
+    if len(input_shape) != 4 or input_shape[1] != grad_output.shape[1] or min(input_shape) < 0:
+        raise ValueError(f"input_shape: expected (N, C, H, W) >= 0 with C = grad_output.shape[1] = "
                          f"{grad_output.shape[1]}, got {input_shape}")
+    _checks.elements(input_shape, "input_shape", "the gradient (N, C, H, W)")
     rois, batch = check_rois(boxes, input_shape[0], grad_output.dtype)
     if len(rois) != grad_output.shape[0]:
         raise ValueError(f"grad_output: expected {len(rois)} rois (one per box), "

@@ -438,7 +438,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, backend=None):
     """
     x, w, b = check_conv_inputs(x, w, b)
     geom = geometry(w.shape[2:], stride, padding, dilation)
-    output_size(x.shape, geom)
+    output_size(x.shape, geom, out_channels=w.shape[0])
     k = conv_kernels(backend)
     y = k.forward(k.wrap(x), k.wrap(w), geom)
     if b is not None:
@@ -455,7 +455,7 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, need=(True,
     """
     x, w, _ = check_conv_inputs(x, w, None)
     geom = geometry(w.shape[2:], stride, padding, dilation)
-    expected = (x.shape[0], w.shape[0], *output_size(x.shape, geom))
+    expected = (x.shape[0], w.shape[0], *output_size(x.shape, geom, out_channels=w.shape[0]))
     g = check_grad_out(grad_out, x, expected, "the convolution")
     k = conv_kernels(backend)
     gs = k.wrap(g)

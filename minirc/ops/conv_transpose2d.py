@@ -20,7 +20,7 @@ All three backends ("numpy", "cpu", "cuda") come from :func:`minirc.ops.conv2d.c
 from __future__ import annotations
 
 from minirc import _checks
-from minirc.ops._conv_args import check_conv_inputs, check_grad_out, geometry
+from minirc.ops._conv_args import check_conv_inputs, check_grad_out, geometry, output_size
 from minirc.ops.conv2d import conv_kernels
 
 
@@ -38,6 +38,9 @@ def _geometry_and_size(x, w, stride, padding, output_padding, dilation):
     if min(out_hw) <= 0:
         raise ValueError(f"padding: {(geom.ph, geom.pw)} crops the whole output of input size "
                          f"{(h, wd)} and kernel {tuple(w.shape[2:])}: output size would be {out_hw}")
+    _checks.elements((x.shape[0], w.shape[1], *out_hw), "stride", "the output (N, Cout, Ho, Wo)")
+    # the kernels are conv2d's input gradient: the output plays conv2d's input, x its output
+    output_size((x.shape[0], w.shape[1], *out_hw), geom, "input", out_channels=w.shape[0])
     return geom, out_hw
 
 

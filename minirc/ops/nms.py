@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, float32, float64, njit, uint64
 
+from minirc import _checks
 from minirc._checks import as_array, number
 from minirc.backend import get_backend
 from minirc.cuda_utils import blocks_for, is_device_array, to_device, to_host
@@ -176,6 +177,7 @@ def nms_cuda(boxes, scores, iou_threshold):
     ranked = cuda.device_array((n, 4), dtype=boxes.dtype)
     _gather_rows_kernel[blocks_for(4 * n), 256](to_device(boxes), d_order, ranked)
     tiles = (n + TILE - 1) // TILE
+    _checks.elements((n, tiles), "boxes", "cuda NMS's bit mask (N, ceil(N / 64)) of uint64 words")
     mask = cuda.device_array((n, tiles), dtype=np.uint64)  # lower-triangle words stay unwritten
     _MASK_KERNELS[np.dtype(boxes.dtype)][(tiles, tiles), TILE](ranked, n, np.float64(iou_threshold), mask)
     keep = order[_sweep_mask(mask.copy_to_host(), n)]

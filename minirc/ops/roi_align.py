@@ -35,12 +35,17 @@ import numba
 import numpy as np
 from numba import cuda, njit, prange
 
+from minirc import _checks
 from minirc.backend import get_backend
 from minirc.cuda_utils import blocks_for, device_zeros, like_input, to_device, to_host
 from minirc.ops._bilinear import align_roi_geometry, bilinear_neighbours, for_cuda, sample_coord
 from minirc.ops._rois import check_backward_args, check_pool_args, check_rois, zeros_like_input
 
 MAX_SAMPLES_PER_CHUNK = 1 << 20  # cpu: sample tables are built for at most this many samples at once
+# Samples of one roi (PH * PW * grid_h * grid_w), checked in Python before any kernel runs: the cpu
+# sample table of one roi has this many rows, and a cuda thread loops over grid_h * grid_w of them.
+# 2**24 is an adaptive roi of about 4096 x 4096 feature cells (docs/conventions.md, "Limits").
+MAX_SAMPLES_PER_ROI = 1 << 24
 
 
 # ---- NumPy reference: the spec, written to be read -------------------------------------------
@@ -379,6 +384,46 @@ def _check_sampling(sampling_ratio, aligned):
     return int(sampling_ratio), bool(aligned)
 
 
+def check_sample_counts(rois, dtype, spatial_scale, aligned, sampling_ratio, output_size):
+    """Raise ValueError when one roi would need more than MAX_SAMPLES_PER_ROI samples.
+
+    The per-roi grid is :func:`align_roi_geometry`'s, recomputed here vectorised in the input dtype
+    and counted in Python numbers, so neither a huge roi (adaptive sampling: ceil(bin size) per
+    bin side) nor a huge ``sampling_ratio`` can wrap the kernels' 64-bit table sizes.
+    """
+    ph, pw = output_size
+    limit = MAX_SAMPLES_PER_ROI
+    if ph * pw > limit:
+        raise ValueError(f"output_size: {(ph, pw)} makes {ph * pw} bins per roi; the limit is {limit} "
+                         f"samples per roi")
+    if sampling_ratio > 0:
+        n = ph * pw * sampling_ratio * sampling_ratio
+        if n > limit:
+            raise ValueError(f"sampling_ratio: {sampling_ratio} with output_size {(ph, pw)} makes {n} "
+                             f"samples per roi; the limit is {limit}")
+        return
+    if len(rois) == 0:
+        return
+    T = dtype.type
+    off = T(0.5) if aligned else T(0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        x1, y1, x2, y2 = (rois[:, j] * T(spatial_scale) - off for j in range(1, 5))
+        roi_w, roi_h = x2 - x1, y2 - y1
+        if not aligned:
+            roi_w, roi_h = np.maximum(roi_w, T(1)), np.maximum(roi_h, T(1))
+        grid_h = np.ceil(roi_h / T(ph)).astype(np.float64)
+        grid_w = np.ceil(roi_w / T(pw)).astype(np.float64)
+        n = float(ph * pw) * np.maximum(grid_h, 0) * np.maximum(grid_w, 0)
+    coords_ok = np.isfinite(x1) & np.isfinite(y1) & np.isfinite(x2) & np.isfinite(y2)
+    bad = np.flatnonzero(~(coords_ok & np.isfinite(n) & (n <= limit)))
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(f"boxes: roi {k} {rois[k].tolist()} with spatial_scale {spatial_scale} and "
+                         f"output_size {(ph, pw)} needs {float(n[k]):.4g} samples (adaptive sampling: "
+                         f"ceil(bin size) per bin side); the limit is {limit} per roi ({bad.size} roi(s) "
+                         f"over it): clip the boxes to the image, or pass sampling_ratio > 0")
+
+
 def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False, *, backend=None):
     """RoIAlign with torchvision's signature and float32 results (``torchvision.ops.roi_align``).
 
@@ -394,6 +439,8 @@ def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, a
     sampling_ratio, aligned = _check_sampling(sampling_ratio, aligned)
     rois, batch = check_rois(boxes, input.shape[0], input.dtype)
     N, C, H, W = input.shape
+    _checks.elements((len(rois), C) + out_hw, "output_size", "the output (K, C, PH, PW)")
+    check_sample_counts(rois, input.dtype, scale, aligned, sampling_ratio, out_hw)
     if len(rois) == 0 or C == 0:
         return zeros_like_input((len(rois), C) + out_hw, input.dtype, input)
     if H == 0 or W == 0:
@@ -414,6 +461,8 @@ def roi_align_backward(grad_output, boxes, input_shape, spatial_scale=1.0, sampl
     grad_output, input_shape, rois, batch = check_backward_args(grad_output, boxes, input_shape)
     check_pool_args(np.zeros((1, 1, 1, 1), np.float32), 1, spatial_scale)  # checks spatial_scale
     sampling_ratio, aligned = _check_sampling(sampling_ratio, aligned)
+    check_sample_counts(rois, grad_output.dtype, float(spatial_scale), aligned, sampling_ratio,
+                        tuple(grad_output.shape[2:]))
     if grad_output.size == 0 or 0 in input_shape:
         return zeros_like_input(input_shape, grad_output.dtype, grad_output)
     return _BACKWARD_IMPLS[name](grad_output, rois, batch, input_shape, float(spatial_scale),
