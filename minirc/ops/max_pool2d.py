@@ -50,14 +50,12 @@ def _window_argmax(plane, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw):
     w0 = ow * sw - pw
     best = plane[0, 0]  # a value of the right type; replaced by the first in-image cell
     best_index = -1
-    for i in range(kh):
+    # only the offsets whose cell lies in the image (ceil((0 - h0) / dh) <= i < ceil((height - h0) / dh)):
+    # the others were skipped anyway, and a huge kernel_size must not mean a huge loop
+    for i in range(max(0, -(h0 // dh)), min(kh, -((h0 - height) // dh))):
         h = h0 + i * dh
-        if h < 0 or h >= height:
-            continue
-        for j in range(kw):
+        for j in range(max(0, -(w0 // dw)), min(kw, -((w0 - width) // dw))):
             w = w0 + j * dw
-            if w < 0 or w >= width:
-                continue
             v = plane[h, w]
             if best_index < 0 or v > best or v != v:  # first cell, strictly greater, or NaN
                 best = v
@@ -69,7 +67,37 @@ _window_argmax_cpu = njit(cache=True)(_window_argmax)
 _window_argmax_cuda = cuda.jit(device=True)(_window_argmax)
 
 
+def _index_in_window(a, oh, ow, height, width, kh, kw, sh, sw, ph, pw, dh, dw):
+    """Whether flat index ``a`` is an in-image cell of window (oh, ow): the only values the forward
+    returns, and the only ones the backward accepts (out-of-range ones would write out of bounds,
+    and cuda's gather would ignore a cell outside the window that numpy and cpu would scatter to)."""
+    if a < 0 or a >= height * width:
+        return False
+    h = a // width
+    dy = h - (oh * sh - ph)
+    dx = a - h * width - (ow * sw - pw)
+    return dy >= 0 and dx >= 0 and dy % dh == 0 and dx % dw == 0 and dy // dh < kh and dx // dw < kw
+
+
+_index_in_window_cpu = njit(cache=True)(_index_in_window)
+_index_in_window_cuda = cuda.jit(device=True)(_index_in_window)
+
+
+def _raise_bad_indices(bad, shape):
+    if bad:
+        raise ValueError(f"indices: {bad} entries are not a cell of their window (flat h * W + w in the "
+                         f"(H, W) plane of input_shape {tuple(shape)}, as max_pool2d returns them)")
+
+
 # ---- NumPy reference: loop over the window offsets, vectorised over planes and outputs -----------
+def _offsets_inside(kernel, stride, pad, dil, size, out_n):
+    """Window offsets i whose cell o * stride - pad + i * dil is inside [0, size) for some output o
+    (the others read nothing; skipping them keeps a huge kernel_size from meaning a huge loop)."""
+    lo = max(0, -((-(pad - (out_n - 1) * stride)) // dil))
+    hi = min(kernel, (size - 1 + pad) // dil + 1)
+    return range(lo, hi)
+
+
 def max_pool2d_numpy(x, kernel, stride, padding, dilation, ceil_mode):
     n, c, height, width = x.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
@@ -79,8 +107,8 @@ def max_pool2d_numpy(x, kernel, stride, padding, dilation, ceil_mode):
     idx = np.full((n, c, oh_n, ow_n), -1, dtype=np.int64)
     oh = np.arange(oh_n)[:, None]
     ow = np.arange(ow_n)[None, :]
-    for i in range(kh):  # the row-major scan of the window: earlier offsets win ties
-        for j in range(kw):
+    for i in _offsets_inside(kh, sh, ph, dh, height, oh_n):  # the row-major scan: earlier offsets win ties
+        for j in _offsets_inside(kw, sw, pw, dw, width, ow_n):
             h = oh * sh - ph + i * dh
             w = ow * sw - pw + j * dw
             inside = (h >= 0) & (h < height) & (w >= 0) & (w < width)  # (OH, OW)
@@ -91,7 +119,25 @@ def max_pool2d_numpy(x, kernel, stride, padding, dilation, ceil_mode):
     return out, idx
 
 
-def max_pool2d_backward_numpy(grad_out, indices, input_shape):
+def _bad_indices_numpy(indices, input_shape, kernel, stride, padding, dilation):
+    """How many indices fail :func:`_index_in_window`, vectorised over the (N, C, OH, OW) array."""
+    height, width = input_shape[2:]
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    if indices.size == 0:
+        return 0
+    if height * width == 0:
+        return int(indices.size)
+    oh = np.arange(indices.shape[2])[:, None]
+    ow = np.arange(indices.shape[3])[None, :]
+    h, w = np.divmod(indices, width)
+    dy, dx = h - (oh * sh - ph), w - (ow * sw - pw)
+    ok = ((indices >= 0) & (indices < height * width) & (dy >= 0) & (dx >= 0) & (dy % dh == 0)
+          & (dx % dw == 0) & (dy // dh < kh) & (dx // dw < kw))
+    return int(ok.size - np.count_nonzero(ok))
+
+
+def max_pool2d_backward_numpy(grad_out, indices, input_shape, kernel, stride, padding, dilation):
+    _raise_bad_indices(_bad_indices_numpy(indices, input_shape, kernel, stride, padding, dilation), input_shape)
     n, c, height, width = input_shape
     m = grad_out.shape[2] * grad_out.shape[3]
     planes = grad_out.reshape(n * c, m)
@@ -115,11 +161,17 @@ def _max_pool2d_cpu_kernel(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw):
 
 
 @njit(cache=True, parallel=True)
-def _max_pool2d_backward_cpu_kernel(grad_out, idx, grad_in):
+def _max_pool2d_backward_cpu_kernel(grad_out, idx, grad_in, bad, ow_n, height, width,
+                                    kh, kw, sh, sw, ph, pw, dh, dw):
+    """The scatter; an index that is not a cell of its window is counted in bad[p], not written."""
     planes, m = grad_out.shape
     for p in prange(planes):  # one plane per thread: the scatter inside it is serial, race-free
         for o in range(m):
-            grad_in[p, idx[p, o]] += grad_out[p, o]
+            a = idx[p, o]
+            if _index_in_window_cpu(a, o // ow_n, o % ow_n, height, width, kh, kw, sh, sw, ph, pw, dh, dw):
+                grad_in[p, a] += grad_out[p, o]
+            else:
+                bad[p] += 1
 
 
 def max_pool2d_cpu(x, kernel, stride, padding, dilation, ceil_mode):
@@ -133,12 +185,16 @@ def max_pool2d_cpu(x, kernel, stride, padding, dilation, ceil_mode):
     return out.reshape(n, c, oh_n, ow_n), idx.reshape(n, c, oh_n, ow_n)
 
 
-def max_pool2d_backward_cpu(grad_out, indices, input_shape):
+def max_pool2d_backward_cpu(grad_out, indices, input_shape, kernel, stride, padding, dilation):
     n, c, height, width = input_shape
     m = grad_out.shape[2] * grad_out.shape[3]
     grad_in = np.zeros((n * c, height * width), dtype=grad_out.dtype)
+    bad = np.zeros(n * c, dtype=np.int64)
     _max_pool2d_backward_cpu_kernel(np.ascontiguousarray(grad_out).reshape(n * c, m),
-                                    np.ascontiguousarray(indices).reshape(n * c, m), grad_in)
+                                    np.ascontiguousarray(indices).reshape(n * c, m), grad_in, bad,
+                                    max(grad_out.shape[3], 1), height, width,
+                                    *kernel, *stride, *padding, *dilation)
+    _raise_bad_indices(int(bad.sum()), input_shape)
     return grad_in.reshape(input_shape)
 
 
@@ -200,13 +256,31 @@ def max_pool2d_cuda(x, kernel, stride, padding, dilation, ceil_mode):
     return like_input(out.reshape(shape), x), like_input(idx.reshape(shape), x)
 
 
+@cuda.jit
+def _bad_indices_cuda_kernel(idx, height, width, kh, kw, sh, sw, ph, pw, dh, dw, bad):
+    t = cuda.grid(1)
+    planes, oh_n, ow_n = idx.shape
+    if t < planes * oh_n * ow_n:
+        p = t // (oh_n * ow_n)
+        oh = (t // ow_n) % oh_n
+        ow = t % ow_n
+        if not _index_in_window_cuda(idx[p, oh, ow], oh, ow, height, width, kh, kw, sh, sw, ph, pw, dh, dw):
+            cuda.atomic.add(bad, 0, 1)
+
+
 def max_pool2d_backward_cuda(grad_out, indices, input_shape, kernel, stride, padding, dilation):
     n, c, height, width = input_shape
     grad_in = device_zeros((n * c, height, width), grad_out.dtype)
     total = n * c * height * width
-    if total > 0 and int(np.prod(grad_out.shape)) > 0:
-        g = to_device(grad_out).reshape(n * c, grad_out.shape[2], grad_out.shape[3])
+    m = int(np.prod(grad_out.shape))
+    if m > 0:  # the indices are checked on the device: one counter comes back
         k = to_device(indices).reshape(n * c, grad_out.shape[2], grad_out.shape[3])
+        bad = device_zeros(1, np.int64)
+        _bad_indices_cuda_kernel[blocks_for(m), 256](k, height, width, *kernel, *stride, *padding,
+                                                     *dilation, bad)
+        _raise_bad_indices(int(bad.copy_to_host()[0]), input_shape)
+    if total > 0 and m > 0:
+        g = to_device(grad_out).reshape(n * c, grad_out.shape[2], grad_out.shape[3])
         _max_pool2d_backward_cuda_kernel[blocks_for(total), 256](g, k, grad_in, *kernel, *stride,
                                                                  *padding, *dilation)
     return like_input(grad_in.reshape(input_shape), grad_out, indices)
@@ -243,6 +317,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     if min(sizes) < 1:
         raise ValueError(f"input: spatial size {tuple(x.shape[2:])} is too small for kernel_size {kernel}, "
                          f"padding {padding}, dilation {dilation} (output would be {tuple(sizes)})")
+    _checks.elements(tuple(x.shape[:2]) + tuple(sizes), "padding", "the output (N, C, OH, OW)")
     name = get_backend(backend)
     if name != "cuda" and is_device_array(x):
         raise TypeError(f"input: CUDA device arrays need backend='cuda', got backend={name!r}")
@@ -254,7 +329,9 @@ def max_pool2d_backward(grad_out, indices, input_shape, kernel_size, stride=None
     """Gradient w.r.t. the input: ``grad_in[n, c].flat[indices[n, c, i, j]] += grad_out[n, c, i, j]``.
 
     grad_out, indices: (N, C, OH, OW) as returned by :func:`max_pool2d`; input_shape: (N, C, H, W).
-    The window arguments are those of the forward (the CUDA gather needs them).
+    The window arguments are those of the forward (the CUDA gather needs them). Every index must
+    be an in-image cell of its own window (what the forward returns): ValueError otherwise, on
+    every backend, before anything is written.
     """
     grad_out = _checks.as_array(grad_out, "grad_out", ndim=4, float_only=True)
     indices = _checks.as_array(indices, "indices", ndim=4)
@@ -264,13 +341,15 @@ def max_pool2d_backward(grad_out, indices, input_shape, kernel_size, stride=None
     if indices.dtype != np.int64:
         raise TypeError(f"indices: expected int64, got {indices.dtype}")
     input_shape = tuple(int(s) for s in input_shape)
-    if len(input_shape) != 4 or tuple(input_shape[:2]) != tuple(grad_out.shape[:2]):
-        raise ValueError(f"input_shape: expected (N, C, H, W) with N, C = {tuple(grad_out.shape[:2])}, "
+    if len(input_shape) != 4 or tuple(input_shape[:2]) != tuple(grad_out.shape[:2]) or min(input_shape) < 0:
+        raise ValueError(f"input_shape: expected (N, C, H, W) >= 0 with N, C = {tuple(grad_out.shape[:2])}, "
                          f"got {input_shape}")
+    _checks.elements(input_shape, "input_shape", "the gradient (N, C, H, W)")
     kernel, stride, padding, dilation = _pool_args(kernel_size, stride, padding, dilation)
     name = get_backend(backend)
     if name != "cuda" and (is_device_array(grad_out) or is_device_array(indices)):
         raise TypeError(f"grad_out: CUDA device arrays need backend='cuda', got backend={name!r}")
     if name == "cuda":
         return max_pool2d_backward_cuda(grad_out, indices, input_shape, kernel, stride, padding, dilation)
-    return _BACKWARD_IMPLS[name](to_host(grad_out), to_host(indices), input_shape)
+    return _BACKWARD_IMPLS[name](to_host(grad_out), to_host(indices), input_shape, kernel, stride, padding,
+                                 dilation)

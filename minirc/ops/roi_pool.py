@@ -231,6 +231,26 @@ def _backward_cuda_kernel(gout, argmax, batch, gin):
                             gin[b, c, a // W, a % W] += gout[k, c, ph, pw]
 
 
+@cuda.jit
+def _out_of_range_cuda_kernel(flat, hi, bad):
+    t = cuda.grid(1)
+    if t < flat.shape[0] and (flat[t] < -1 or flat[t] >= hi):
+        cuda.atomic.add(bad, 0, 1)
+
+
+def count_bad_argmax(argmax, plane_size):
+    """How many argmax entries are neither -1 (an empty bin) nor a cell in [0, plane_size); on the
+    device for a device array (one counter comes back), so every backend applies the same rule."""
+    if is_device_array(argmax):
+        if argmax.size == 0:
+            return 0
+        bad = device_zeros(1, np.int64)
+        flat = argmax.reshape(argmax.size)
+        _out_of_range_cuda_kernel[blocks_for(flat.size), 256](flat, plane_size, bad)
+        return int(bad.copy_to_host()[0])
+    return int(np.count_nonzero((argmax < -1) | (argmax >= plane_size)))
+
+
 def roi_pool_cuda(input, rois, batch, output_size, spatial_scale):
     d_in = to_device(input)
     shape = (len(rois), d_in.shape[1]) + tuple(output_size)
@@ -253,6 +273,23 @@ _IMPLS = {"numpy": roi_pool_numpy, "cpu": roi_pool_cpu, "cuda": roi_pool_cuda}
 _BACKWARD_IMPLS = {"numpy": roi_pool_backward_numpy, "cpu": roi_pool_backward_cpu, "cuda": roi_pool_backward_cuda}
 
 
+MAX_CELL = 2**31 - 1  # |box coordinate * spatial_scale|: the kernels round it to an int and add 1
+
+
+def check_cells(rois, dtype, spatial_scale):
+    """Raise ValueError when a scaled box coordinate leaves [-MAX_CELL, MAX_CELL] (before the kernels
+    cast it to an integer cell, where a larger float would not fit)."""
+    if len(rois) == 0:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        cells = np.abs(rois[:, 1:5] * dtype.type(spatial_scale))
+    bad = np.flatnonzero(~np.all(cells <= MAX_CELL, axis=1))
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(f"boxes: roi {k} {rois[k].tolist()} times spatial_scale {spatial_scale} leaves "
+                         f"the range of feature cells [-{MAX_CELL}, {MAX_CELL}] (the limit)")
+
+
 def roi_pool(input, boxes, output_size, spatial_scale=1.0, *, return_argmax=False, backend=None):
     """RoIPool with torchvision's signature and results (``torchvision.ops.roi_pool``).
 
@@ -265,6 +302,9 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0, *, return_argmax=Fals
     input, out_hw, scale = check_pool_args(input, output_size, spatial_scale)
     rois, batch = check_rois(boxes, input.shape[0], input.dtype)
     N, C, H, W = input.shape
+    _checks.elements((len(rois), C) + out_hw, "output_size", "the output (K, C, PH, PW)")
+    _checks.elements((H, W), "input", "a plane (H, W) indexed by int32 argmax")
+    check_cells(rois, input.dtype, scale)
     if len(rois) == 0 or C == 0:
         shape = (len(rois), C) + out_hw
         out, arg = zeros_like_input(shape, input.dtype, input), zeros_like_input(shape, np.int32, input)
@@ -278,6 +318,7 @@ def roi_pool_backward(grad_output, argmax, boxes, input_shape, *, backend=None):
 
     grad_output, argmax: (K, C, PH, PW) (argmax from ``roi_pool(..., return_argmax=True)``);
     boxes: as given to roi_pool (only the batch index is used); input_shape: (N, C, H, W).
+    Every argmax must be -1 or in [0, H * W): ValueError otherwise, on every backend.
     """
     name = get_backend(backend)
     grad_output, input_shape, _, batch = check_backward_args(grad_output, boxes, input_shape)
@@ -285,6 +326,13 @@ def roi_pool_backward(grad_output, argmax, boxes, input_shape, *, backend=None):
     if tuple(argmax.shape) != tuple(grad_output.shape):
         raise ValueError(f"argmax: expected the shape of grad_output {tuple(grad_output.shape)}, "
                          f"got {tuple(argmax.shape)}")
+    if argmax.dtype.kind not in "iu":
+        raise TypeError(f"argmax: expected integer indices (int32, as roi_pool returns), got {argmax.dtype}")
+    plane = input_shape[2] * input_shape[3]
+    bad = count_bad_argmax(argmax, plane)
+    if bad:
+        raise ValueError(f"argmax: {bad} entries are neither -1 (an empty bin) nor a cell in [0, H * W = "
+                         f"{plane}) of input_shape {input_shape}, as roi_pool returns them")
     if grad_output.size == 0 or 0 in input_shape:
         return zeros_like_input(input_shape, grad_output.dtype, grad_output)
     if not is_device_array(argmax):
