@@ -221,8 +221,15 @@ def output_plan(in_hw, size=None, scale_factor=None, recompute_scale_factor=None
     return out, tuple(float(s) for s in scales)
 
 
-def _prepare(x_shape, size, scale_factor, recompute_scale_factor):
+def _prepare(x_shape, size, scale_factor, recompute_scale_factor, name="input"):
+    """The source index maps; ValueError for an empty spatial input (every output pixel would read
+    a pixel that does not exist) or an output over ``_checks.MAX_ELEMENTS``."""
+    if min(x_shape[2:]) < 1:
+        raise ValueError(f"{name}: cannot resize from an empty spatial size (H, W) = {tuple(x_shape[2:])}; "
+                         f"expected H, W >= 1")
     (oh, ow), (sh, sw) = output_plan(x_shape[2:], size, scale_factor, recompute_scale_factor)
+    _checks.elements(tuple(x_shape[:2]) + (oh, ow), "size" if size is not None else "scale_factor",
+                     "the output (N, C, OH, OW)")
     return nearest_source_indices(x_shape[2], oh, sh), nearest_source_indices(x_shape[3], ow, sw)
 
 
@@ -230,6 +237,7 @@ def interpolate_nearest(x, size=None, scale_factor=None, recompute_scale_factor=
     """Resize (N, C, H, W) -> (N, C, OH, OW) by nearest neighbour (torch's legacy ``"nearest"``).
 
     size: int or (OH, OW); scale_factor: number or (sh, sw); exactly one of the two.
+    H = 0 or W = 0 is a ValueError on every backend; N = 0 or C = 0 gives an empty result.
     """
     x = _checks.as_array(x, "input", ndim=4)
     src_h, src_w = _prepare(x.shape, size, scale_factor, recompute_scale_factor)
@@ -247,9 +255,9 @@ def interpolate_nearest_backward(grad_out, input_shape, size=None, scale_factor=
     """
     grad_out = _checks.as_array(grad_out, "grad_out", ndim=4, float_only=True)
     input_shape = tuple(int(s) for s in input_shape)
-    if len(input_shape) != 4:
-        raise ValueError(f"input_shape: expected (N, C, H, W), got {input_shape}")
-    src_h, src_w = _prepare(input_shape, size, scale_factor, recompute_scale_factor)
+    if len(input_shape) != 4 or min(input_shape) < 0:
+        raise ValueError(f"input_shape: expected (N, C, H, W) >= 0, got {input_shape}")
+    src_h, src_w = _prepare(input_shape, size, scale_factor, recompute_scale_factor, "input_shape")
     expected = input_shape[:2] + (src_h.size, src_w.size)
     if tuple(grad_out.shape) != expected:
         raise ValueError(f"grad_out: expected shape {expected}, got {tuple(grad_out.shape)}")
