@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import numbers
 import os
+import warnings
 
 import numpy as np
 
@@ -43,6 +44,21 @@ def read_image(path) -> np.ndarray:
         else:
             rgb = np.asarray(im.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
     return np.ascontiguousarray(rgb, dtype=np.float32)
+
+
+def _polygons_with_area(segm, where):
+    """``segm`` without its polygons of fewer than 3 points (6 numbers), with a warning; None when
+    none is left. detectron2's ``load_coco_json`` drops them the same way (and skips an instance
+    left without any): a 1- or 2-point polygon covers no pixel and would train an empty mask.
+    RLE dicts and malformed polygons pass through (the rasteriser reports those)."""
+    if not isinstance(segm, (list, tuple)):
+        return segm
+    kept = [p for p in segm if not (isinstance(p, (list, tuple, np.ndarray)) and len(p) % 2 == 0 and len(p) < 6)]
+    if len(kept) < len(segm) or not segm:
+        left = "the annotation is left out (no polygon remains)" if not kept else f"{len(kept)} remain"
+        warnings.warn(f"{where}: dropped {len(segm) - len(kept)} polygon(s) of fewer than 3 points; {left}",
+                      stacklevel=3)
+    return kept or None
 
 
 class COCODataset:
@@ -137,7 +153,10 @@ class COCODataset:
             where = f"{self.source}: annotation id {ann['id']}: field 'segmentation'"
             if "segmentation" not in ann:
                 raise ValueError(f"{self.source}: annotation id {ann['id']}: missing field 'segmentation'")
-            masks.append(decode_counts(segmentation_to_counts(ann["segmentation"], h, w, where), h, w))
+            segm = _polygons_with_area(ann["segmentation"], where)
+            if segm is None:
+                continue                                  # no polygon of 3 or more points: no mask
+            masks.append(decode_counts(segmentation_to_counts(segm, h, w, where), h, w))
             boxes.append(box)
             labels.append(self.category_id_to_label[ann["category_id"]])
             crowd.append(int(ann.get("iscrowd", 0)))

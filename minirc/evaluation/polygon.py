@@ -30,6 +30,8 @@ from __future__ import annotations
 import numpy as np
 
 SCALE = 5  # the COCO API's upsampling factor
+MAX_COORD = 2.0**31 / SCALE   # |vertex coordinate|: the upsampled grid stays well inside int64
+MAX_POINTS = 1 << 24          # boundary points of one polygon (about 5 per pixel of its perimeter)
 
 
 def _c_int(x):
@@ -100,6 +102,15 @@ def polygon_to_counts(polygon, height: int, width: int) -> np.ndarray:
         raise ValueError("polygon: expected finite coordinates, got NaN or infinity")
     if xy.size == 0:
         return np.array([height * width], dtype=np.uint32)
+    if np.abs(xy).max() > MAX_COORD:
+        raise ValueError(f"polygon: expected coordinates within +-{MAX_COORD:.0f} pixels (the limit), "
+                         f"got {float(np.abs(xy).max()):.4g}")
+    g = _c_int(SCALE * xy + 0.5).reshape(-1, 2)  # the walk's length, counted before it is allocated
+    steps = np.maximum(np.abs(np.roll(g[:, 0], -1) - g[:, 0]), np.abs(np.roll(g[:, 1], -1) - g[:, 1]))
+    points = int(steps.sum()) + len(g)
+    if points > MAX_POINTS:
+        raise ValueError(f"polygon: its boundary walk would take {points} points on the 5x grid; the limit "
+                         f"is {MAX_POINTS} (a perimeter of about {MAX_POINTS // SCALE} pixels)")
     u, v = _boundary_points(xy.reshape(-1, 2))
     return _positions_to_counts(_toggle_positions(u, v, height, width), height, width)
 

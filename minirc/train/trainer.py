@@ -135,7 +135,11 @@ class Trainer:
     def step(self, images, targets) -> dict:
         """One SGD update on a batch; returns the loss values (floats) and the lr used."""
         lr = float(self.optimizer.param_groups[0]["lr"])
-        losses = self._losses(images, targets)
+        try:
+            losses = self._losses(images, targets)
+        except ValueError as e:  # NaN weights surface as non-finite boxes deep in the model
+            self._raise_if_diverged(e)
+            raise
         total = _sum(losses)
         values = {k: _value(v) for k, v in losses.items()}
         values["loss"] = _value(total)
@@ -148,6 +152,20 @@ class Trainer:
         self.scheduler.step()
         values["lr"] = lr
         return values
+
+    def _raise_if_diverged(self, error):
+        """FloatingPointError with the trainer's advice when ``error`` comes from a diverged run: a
+        parameter is no longer finite, or the last iteration's loss was not finite or above 1e6."""
+        bad = [n for n, p in self.model.named_parameters()
+               if not np.all(np.isfinite(np.asarray(p.numpy() if hasattr(p, "numpy") else p.data)))]
+        last = self.log.records[-1]["loss"] if len(self.log) else None
+        if bad or (last is not None and not abs(last) < 1e6):
+            what = (f"{len(bad)} parameter(s) are no longer finite (first: {bad[0]})" if bad
+                    else f"the last loss was {last:.4g}")
+            raise FloatingPointError(
+                f"iteration {self.iteration + 1}: training diverged: {what}; lower the learning rate "
+                f"(config.lr={self.config.lr}) or lengthen the warm-up (the model then failed with: {error})"
+            ) from error
 
     def _calibrate(self, started: float) -> int:
         """Budget only: time forward/backward passes (no update) and return the iterations that fit."""
