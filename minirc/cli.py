@@ -66,13 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train on synthetic shapes or on COCO files (--coco); checkpoints, loss log "
                                      "and plot in --out")
     p.add_argument("--out", default="runs/train", help="output directory (default: runs/train)")
-    p.add_argument("--config", default="shapes_demo", choices=sorted(DEMO_PRESETS),
+    p.add_argument("--config", default=None, choices=sorted(DEMO_PRESETS),
                    help="model + data + solver preset (default: shapes_demo)")
     p.add_argument("--iters", type=int, default=None, help="iterations (default: the preset's fixed length)")
     p.add_argument("--budget-seconds", type=float, default=None, help="stop after this many seconds of training")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="base learning rate")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="seed of the model, the data and the batch order (default: 0)")
     p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N iterations")
     p.add_argument("--resume", default=None, metavar="CKPT", help="continue a run from its checkpoint")
     _add_coco_train(p)
@@ -154,6 +154,7 @@ def cmd_demo(args):
 
     _positive(args.iters, "--iters")
     _positive(args.test_images, "--test-images")
+    _writable_dir(args.out, "--out")
     from minirc.train.settings import parse_sets
 
     run_demo(args.out, args.config, budget_seconds=args.budget_seconds, iters=args.iters, seed=args.seed,
@@ -168,8 +169,12 @@ def cmd_train(args):
 
     _positive(args.iters, "--iters")
     _positive(args.batch_size, "--batch-size")
+    given = {flag: getattr(args, name) for flag, name in _RESUME_KEEPS if getattr(args, name) is not None}
+    args.seed = 0 if args.seed is None else args.seed
+    args.config = "shapes_demo" if args.config is None else args.config
+    _writable_dir(args.out, "--out")  # before any work: an unwritable --out would lose the whole run
     if args.resume:
-        return _resume(args)
+        return _resume(args, given)
     if args.coco or args.val_coco:
         from minirc.train.coco_run import train_from_args
 
@@ -185,7 +190,35 @@ def cmd_train(args):
     print(f"[train] {trainer.iteration} iterations in {trainer.seconds:.1f} s; wrote {args.out}/checkpoint.npz")
 
 
-def _resume(args):
+# flags a resumed run cannot honour (it keeps the settings it was started with) -> TrainConfig field
+_RESUME_KEEPS = (("--lr", "lr"), ("--batch-size", "batch_size"), ("--seed", "seed"), ("--config", "config"))
+
+
+def _refuse_changed_settings(given, extra):
+    """ValueError for a --lr/--batch-size/--seed/--config that differs from the checkpoint's run."""
+    train = extra.get("train_config") or {}
+    saved = {"--lr": train.get("lr"), "--batch-size": train.get("batch_size"), "--seed": train.get("seed"),
+             "--config": (extra.get("demo") or {}).get("model")}
+    for flag, value in given.items():
+        if saved[flag] is None or value != saved[flag]:
+            raise ValueError(f"{flag}: a resumed run keeps the settings it was started with ({flag} "
+                             f"{saved[flag]} in the checkpoint), got {value}; start a new run to change it")
+
+
+def _writable_dir(path, flag):
+    """Create the folder ``path`` and check that a file can be written in it, before any work starts."""
+    import tempfile
+
+    folder = os.path.abspath(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(f"{flag}: cannot write to the folder {folder!r} ({e.strerror or e})") from None
+
+
+def _resume(args, given=None):
     from minirc.train.checkpoint import load_checkpoint
     from minirc.train.demo import DemoConfig, build
     from minirc.train.trainer import Trainer
@@ -193,6 +226,7 @@ def _resume(args):
     extra = load_checkpoint(args.resume)["extra"]
     if "demo" not in extra or "iteration" not in extra:
         raise ValueError(f"--resume: {args.resume!r} was not written by 'minirc train' or 'minirc demo'")
+    _refuse_changed_settings(given or {}, extra)
     if args.sets:
         raise ValueError(f"--set: a resumed run keeps the settings it was started with, got {args.sets}")
     if args.iters is not None and args.iters != extra["iters"]:
@@ -266,7 +300,7 @@ def cmd_predict(args):
         for f in args.images:
             if not os.path.isfile(f):
                 raise FileNotFoundError(f"images: no file {f!r}")
-        images = [read_image(f) for f in args.images]
+        images = [_read_image(read_image, f) for f in args.images]
         names = [os.path.splitext(os.path.basename(f))[0] for f in args.images]
         ids = list(range(len(images)))
     else:
@@ -276,11 +310,14 @@ def cmd_predict(args):
         images = [im for im, _ in items]
         names = [f"shapes_{t['image_id']}" for _, t in items]
         ids = [int(t["image_id"]) for _, t in items]
-    predictions = predict_images(model, images, backend=args.backend)
     single = args.out is not None and args.out.lower().endswith(".png")
     if single and len(images) != 1:
         raise ValueError(f"--out: a .png file takes one image, got {len(images)}; give a directory")
     out_dir = None if single else (args.out or "predictions")
+    _writable_dir(os.path.dirname(os.path.abspath(args.out)) if single else out_dir, "--out")
+    if args.coco_results:
+        _writable_dir(os.path.dirname(os.path.abspath(args.coco_results)), "--coco-results")
+    predictions = predict_images(model, images, backend=args.backend)
     for image, p, name in zip(images, predictions, names):
         path = args.out if single else os.path.join(out_dir, f"{name}_pred.png")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -295,6 +332,13 @@ def cmd_predict(args):
         with open(args.coco_results, "w") as f:
             json.dump(results, f)
         print(f"[predict] wrote {len(results)} COCO results to {args.coco_results}")
+
+
+def _read_image(read_image, path):
+    try:
+        return read_image(path)
+    except OSError as e:  # Pillow's UnidentifiedImageError, a truncated file, a folder, no permission
+        raise ValueError(f"images: cannot read {path!r} as an image ({e})") from None
 
 
 def _predict_model(args):
@@ -351,6 +395,8 @@ def cmd_eval(args):
     _positive(args.batch_size, "--batch-size")
     from minirc.train.coco_run import check_categories, coco_info
 
+    if args.out:
+        _writable_dir(os.path.dirname(os.path.abspath(args.out)), "--out")
     model, ckpt = load_model(args.checkpoint)
     if args.coco:
         from minirc.data import COCODataset
@@ -413,7 +459,7 @@ def main(argv=None) -> int:
         return 0
     try:
         COMMANDS[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, OSError) as e:  # OSError: files and folders (FileNotFoundError, permissions)
         print(f"minirc {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

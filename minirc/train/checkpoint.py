@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -27,6 +29,10 @@ from minirc.cuda_utils import is_device_array, to_host
 
 FORMAT = "minirc-checkpoint"
 VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable minirc checkpoint: missing parts, truncated, corrupt or foreign."""
 
 
 # ---- nested states <-> (JSON tree, arrays) ------------------------------------------------------
@@ -123,12 +129,21 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, loader=None, ex
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a checkpoint gets the user's umask
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class Checkpoint(dict):
@@ -151,17 +166,35 @@ class Checkpoint(dict):
 
 
 def load_checkpoint(path) -> Checkpoint:
-    """Read a file written by :func:`save_checkpoint`."""
+    """Read a file written by :func:`save_checkpoint`.
+
+    Raises FileNotFoundError when there is no file, and :class:`CheckpointError` (a ValueError naming
+    the file) for anything else that keeps it from being read: not a zip, truncated, a corrupt entry,
+    a foreign ``.npz``, missing parts or a newer format.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint: no file at {path!r}")
+    try:
+        return _read(path)
+    except CheckpointError:
+        raise
+    except (OSError, EOFError, KeyError, IndexError, TypeError, ValueError, AttributeError,
+            zipfile.BadZipFile, zlib.error) as e:
+        raise CheckpointError(f"checkpoint: {path!r} is not a readable minirc checkpoint (truncated or "
+                              f"corrupt?): {type(e).__name__}: {e}") from e
+
+
+def _read(path) -> Checkpoint:
     with np.load(path, allow_pickle=False) as f:
         if "__meta__" not in f.files:
-            raise ValueError(f"checkpoint: {path!r} is not a minirc checkpoint (no __meta__ entry)")
+            raise CheckpointError(f"checkpoint: {path!r} is not a minirc checkpoint (no __meta__ entry)")
         meta = json.loads(str(f["__meta__"]))
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"checkpoint: {path!r} is not a minirc checkpoint (__meta__ is not a dict)")
         if meta.get("format") != FORMAT or meta.get("version", 0) > VERSION:
-            raise ValueError(f"checkpoint: {path!r} has format {meta.get('format')!r} version "
-                             f"{meta.get('version')!r}; this minirc reads {FORMAT!r} up to version {VERSION}")
+            raise CheckpointError(f"checkpoint: {path!r} has format {meta.get('format')!r} version "
+                                  f"{meta.get('version')!r}; this minirc reads {FORMAT!r} up to version {VERSION}")
         model = {k[len("model/"):]: np.array(f[k]) for k in f.files if k.startswith("model/")}
         return Checkpoint(
             config=decode_state(meta["config"], f), model=model,
