@@ -169,6 +169,9 @@ class GeneralizedRCNNTransform(Module):
         self.image_mean = np.asarray(image_mean, dtype=np.float32)
         self.image_std = np.asarray(image_std, dtype=np.float32)
         self.size_divisible = size_divisible
+        # None: masks come back as float32 probabilities (torchvision); a number t: as bool masks
+        # probability > t, pasted without a full-size float image per detection (bounded memory)
+        self.mask_threshold = None
 
     def normalize(self, image: np.ndarray) -> np.ndarray:
         return (image - self.image_mean[:, None, None]) / self.image_std[:, None, None]
@@ -215,7 +218,8 @@ class GeneralizedRCNNTransform(Module):
             det = dict(det)
             det["boxes"] = resize_boxes(det["boxes"], size, original)
             if "masks" in det:
-                det["masks"] = paste_masks_in_image(det["masks"], det["boxes"], original)
+                det["masks"] = paste_masks_in_image(det["masks"], det["boxes"], original,
+                                                    threshold=self.mask_threshold)
             out.append(det)
         return out
 
