@@ -15,7 +15,7 @@ with ``W = w.reshape(O, C*kh*kw)``. The backward pass is two more matrix product
   the pixel it was copied from, summing overlaps: dx is a transposed convolution of grad_out.
 
 Backends: "numpy" (the reference: im2col by slicing, one loop over kernel taps), "cpu" (im2col
-as a strided NumPy copy and a BLAS product per block of output columns, blocks shared among
+by a Numba kernel and a BLAS product per block of output columns, blocks shared among
 threads; Winograd F(2x2, 3x3) for big 3x3 stride-1 convs, :mod:`minirc.ops._winograd`; dx of a
 stride-1 conv as a conv of g, of a strided or dilated conv by col2im in blocks of input channels
 shared among threads), "cuda" (one thread per cols element for im2col, the tiled GEMM of
@@ -36,7 +36,7 @@ from minirc.cuda_utils import blocks_for, device_zeros, like_input, to_device
 from minirc.ops._conv_args import Geometry, check_conv_inputs, check_grad_out, geometry, output_size  # noqa: F401
 from minirc.ops.matmul import gemm_cuda_device
 from minirc.ops import _winograd as winograd
-from minirc.ops._conv_blocks import GROUPS, col2im_blocks, each_block, im2col_blocks, padded_slab, scratch
+from minirc.ops._conv_blocks import GROUPS, col2im_blocks, each_block, im2col_blocks, scratch
 from minirc.ops.split_gemm import split_dot
 
 
@@ -127,34 +127,82 @@ def _col2im_planes_kernel(dcols, n0, n1, c0, c1, kh, kw, sh, sw, ph, pw, dh, dw,
                             plane[d0 + q * uint64(sw)] += src[s0 + q]
 
 
-def _block_input(x, blk, geom):
-    """The part of x that a block's taps read, zero padding written out: images n0..n1-1, from
-    padded row r0*sh on. A view of x where the conv has no padding."""
-    n0, n1, r0, r1 = blk
-    if geom.ph == 0 and geom.pw == 0:
-        return x[n0:n1, :, r0 * geom.sh:]
-    bottom = (r1 - 1) * geom.sh + geom.dh * (geom.kh - 1) + 1
-    return padded_slab(x, n0, n1, r0 * geom.sh, bottom, geom.ph, geom.pw, x.shape[3] + 2 * geom.pw)
+@njit(cache=True, inline="always")
+def _zero(a, start, count):
+    """a[start : start + count] = 0; start is unsigned, count >= 0."""
+    for t in range(uint64(count)):
+        a[start + t] = 0
+
+
+@njit(cache=True, nogil=True)
+def _im2col_block_kernel(x, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, wo, cols):
+    # cols[(c, i, j), (n - n0, oh - r0, ow)] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw], 0 where
+    # that falls in the padding, for images n0..n1-1 and output rows r0..r1-1. Each (c, i, j, n) is
+    # one run of rows * Wo entries of cols. nogil: minirc's threads build blocks side by side.
+    # Offsets are unsigned (every term cast, as uint64 + int64 would be a float in Numba), so that
+    # Numba drops its negative-index check and the copies vectorise.
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    xf, cf = x.reshape(x.size), cols.reshape(cols.size)
+    rows = r1 - r0
+    # stride 1 with Wo == W (a 'same' conv): consecutive output rows read consecutive input rows,
+    # so all the rows of a run are one shifted copy; the columns it wraps around are zeroed after
+    same = sh == 1 and sw == 1 and wo == w
+    q = uint64(0)
+    for ch in range(c):
+        for i in range(kh):
+            a, b = _valid_range(r1, h, sh, i * dh - ph)  # output rows whose tap row is in the image
+            a = min(max(a, r0), r1)
+            b = min(max(a, b), r1)  # _valid_range's lo (and so hi) can lie past r1: clamp both
+            for j in range(kw):
+                off = j * dw - pw
+                ow_lo, ow_hi = _valid_range(wo, w, sw, off)
+                ow_lo, ow_hi = min(ow_lo, wo), min(ow_hi, wo)
+                for n in range(n0, n1):
+                    plane = (n * c + ch) * h * w
+                    _zero(cf, q, (a - r0) * wo)                              # rows above the image
+                    _zero(cf, q + uint64((b - r0) * wo), (r1 - b) * wo)      # rows below it
+                    if same and b > a:
+                        d0 = q + uint64((a - r0) * wo)
+                        # entry t of the run is x's flat entry s0 + t (s0 may be negative: the
+                        # unsigned sum wraps back); t from max(0, -off) to (b - a) * Wo - max(0, off)
+                        # keeps the reads inside rows a..b-1 of the plane
+                        s0 = uint64(plane + (a + i * dh - ph) * w + off)
+                        t0 = max(0, -off)
+                        t1 = max(t0, (b - a) * wo - max(0, off))
+                        for t in range(uint64(t0), uint64(t1)):
+                            cf[d0 + t] = xf[s0 + t]
+                        for r in range(b - a):
+                            e = d0 + uint64(r * wo)
+                            _zero(cf, e, ow_lo)
+                            _zero(cf, e + uint64(ow_hi), wo - ow_hi)
+                    else:
+                        for r in range(a, b):
+                            e = q + uint64((r - r0) * wo)
+                            _zero(cf, e, ow_lo)
+                            s0 = uint64(plane + (r * sh + i * dh - ph) * w + ow_lo * sw + off)
+                            d0 = e + uint64(ow_lo)
+                            if sw == 1:
+                                for t in range(uint64(ow_hi - ow_lo)):
+                                    cf[d0 + t] = xf[s0 + t]
+                            else:
+                                for t in range(uint64(ow_hi - ow_lo)):
+                                    cf[d0 + t] = xf[s0 + t * uint64(sw)]
+                            _zero(cf, e + uint64(ow_hi), wo - ow_hi)
+                    q += uint64(rows * wo)
 
 
 def _cols_cpu(x, blk, geom, wo):
-    """The block's cols, in this thread's scratch buffer (slot 0).
+    """The block's cols, in this thread's scratch buffer (slot 0): rows (c, i, j), columns
+    (n, oh, ow) for images n0..n1-1 and output rows r0..r1-1 of blk, read from x (C-contiguous)
+    by one Numba kernel that writes the zero padding as it goes.
 
-    cols[(c, i, j), (n, oh, ow)] = xp[n, c, oh*sh + i*dh, ow*sw + j*dw] (xp: x padded, from
-    _block_input) is a strided *view* of xp with shape (C, kh, kw, n, rows, Wo) -- no index
-    arithmetic, just six strides -- copied once into a contiguous (C*kh*kw, n*rows*Wo) matrix. In a
-    training step of the demo model this took im2col from 0.157 s to 0.044 s, against the Numba
-    kernels we wrote first (docs/conv.md).
+    On the blocks of a demo training step this is 1.5x faster than padding the block's rows into a
+    buffer and copying a strided view of it with ``np.copyto`` (docs/performance.md).
     """
     n0, n1, r0, r1 = blk
-    xp = _block_input(x, blk, geom)
-    c = xp.shape[1]
-    s_n, s_c, s_h, s_w = xp.strides
-    taps = np.lib.stride_tricks.as_strided(
-        xp, shape=(c, geom.kh, geom.kw, n1 - n0, r1 - r0, wo),
-        strides=(s_c, s_h * geom.dh, s_w * geom.dw, s_n, s_h * geom.sh, s_w * geom.sw), writeable=False)
-    cols = scratch((c * geom.kh * geom.kw, (n1 - n0) * (r1 - r0) * wo), xp.dtype)
-    np.copyto(cols.reshape(taps.shape), taps)
+    x = np.ascontiguousarray(x)
+    cols = scratch((x.shape[1] * geom.kh * geom.kw, (n1 - n0) * (r1 - r0) * wo), x.dtype)
+    _im2col_block_kernel(x, n0, n1, r0, r1, *geom, wo, cols)
     return cols
 
 

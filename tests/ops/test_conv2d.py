@@ -1,6 +1,8 @@
 """conv2d forward/backward: hand-computed values, torch parity, backend agreement, errors, empties."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minirc.ops._conv_blocks as conv_blocks
 from minirc.ops.conv2d import conv2d_backward, conv2d_forward
@@ -217,3 +219,69 @@ def test_errors(kwargs, err, match):
 def test_grad_out_shape_error():
     with pytest.raises(ValueError, match=r"grad_out: expected shape \(1, 2, 3, 3\)"):
         conv2d_backward(np.ones((1, 2, 2, 2), np.float32), X9, W, padding=1)
+
+
+# ---- the cpu backend's im2col kernel -------------------------------------------------------------
+def _cols_reference(x, blk, geom, wo):
+    """A block's cols from the reference im2col: rows (c, i, j), columns (n, oh, ow)."""
+    from minirc.ops.conv2d import im2col_numpy
+
+    n0, n1, r0, r1 = blk
+    ho = (x.shape[2] + 2 * geom.ph - geom.dh * (geom.kh - 1) - 1) // geom.sh + 1
+    cols = im2col_numpy(x[n0:n1], geom, (ho, wo)).reshape(n1 - n0, -1, ho, wo)[:, :, r0:r1]
+    return cols.transpose(1, 0, 2, 3).reshape(cols.shape[1], -1)
+
+
+def _check_cols(x, geom, blocks_of):
+    from minirc.ops.conv2d import _cols_cpu
+
+    ho, wo = geom.out_size(x.shape[2], x.shape[3])
+    for blk in blocks_of(x.shape[0], ho, wo):
+        got = _cols_cpu(x, blk, geom, wo)
+        want = _cols_reference(x, blk, geom, wo)
+        assert got.shape == want.shape and got.dtype == x.dtype
+        assert got.tobytes() == want.tobytes(), (x.shape, geom, blk)  # a copy: every bit
+
+
+IM2COL_GEOMETRIES = [  # kh, kw, sh, sw, ph, pw, dh, dw
+    (3, 3, 1, 1, 1, 1, 1, 1),  # 'same': one shifted run per (c, i, j, n)
+    (3, 3, 1, 1, 0, 0, 1, 1),
+    (3, 3, 2, 2, 1, 1, 1, 1),
+    (7, 7, 2, 2, 3, 3, 1, 1),  # the stem
+    (2, 2, 2, 2, 0, 0, 1, 1),
+    (1, 3, 1, 1, 0, 1, 1, 1),  # 'same' in width only
+    (3, 2, 1, 2, 2, 0, 1, 3),
+    (3, 3, 1, 1, 2, 2, 2, 2),  # dilated 'same'
+    (2, 3, 1, 1, 4, 5, 1, 1),  # padding wider than the kernel: whole rows and columns of zeros
+    (1, 1, 1, 1, 3, 3, 1, 1),  # Wo = W + 6: output rows and columns whose tap misses the image
+    (3, 3, 3, 1, 1, 1, 2, 1),
+]
+
+
+@pytest.mark.parametrize("geom", IM2COL_GEOMETRIES, ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_im2col_kernel_equals_reference_on_every_block(geom, dtype, rng):
+    from minirc.ops._conv_args import Geometry
+
+    geom = Geometry(*geom)
+    x = rng.standard_normal((3, 2, 7, 6)).astype(dtype)
+    x[0, 0, 0, 0] = -0.0  # copied, not recomputed: the sign of zero survives
+    for columns in (1, 5, 12, 40, 10_000):  # bands of one or a few rows, and several whole images
+        _check_cols(x, geom, lambda n, ho, wo: conv_blocks.blocks(n, ho, wo, columns))
+    _check_cols(np.asfortranarray(x), geom, lambda n, ho, wo: [(1, 3, 0, ho)])  # not C-contiguous
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 9), st.integers(1, 9), st.integers(1, 4),
+       st.integers(1, 4), st.integers(1, 3), st.integers(1, 3), st.integers(0, 5), st.integers(0, 5),
+       st.integers(1, 3), st.integers(1, 3), st.integers(1, 50))
+def test_im2col_kernel_property(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, columns):
+    """Any geometry with at least one output, any cut into blocks: the reference's bits, no crash."""
+    from minirc.ops._conv_args import Geometry
+
+    geom = Geometry(kh, kw, sh, sw, ph, pw, dh, dw)
+    ho, wo = geom.out_size(h, w)
+    if ho < 1 or wo < 1:
+        return
+    x = np.random.default_rng(h * 31 + w).standard_normal((n, c, h, w)).astype(np.float32)
+    _check_cols(x, geom, lambda n_, ho_, wo_: conv_blocks.blocks(n_, ho_, wo_, columns))
