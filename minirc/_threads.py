@@ -33,4 +33,5 @@ def configure() -> None:
         from threadpoolctl import threadpool_limits
     except ImportError:  # optional at import time; installed with minirc
         return
+    import numpy  # noqa: F401  -- loads OpenBLAS: threadpoolctl limits only libraries already loaded
     threadpool_limits(limits=int(limit), user_api="blas")
