@@ -1,30 +1,35 @@
-"""What roi_warp and roi_align_max share: argument checks, the per-roi sample grid and its limits,
-and the NumPy reference of bilinear sampling over one roi.
+"""What roi_align, roi_warp and roi_align_max share: argument checks, the per-roi sample grid and its
+limit, the NumPy reference of bilinear sampling over one roi, and the host side of their kernels.
 
-Both ops read a roi's bins at bilinear sample points exactly as RoIAlign does (the per-sample math of
-:mod:`minirc.ops._bilinear`, torchvision's border rule); they differ from RoIAlign only in where the
-roi starts (roi_warp snaps it to whole cells first) or in how a bin aggregates its samples
-(roi_align_max takes the max). A sample outside ``[-1, H] x [-1, W]`` is *off the map*: its value is
-exactly 0 (it reads no pixel) and it passes no gradient.
+All three read a roi's bins at bilinear sample points (the per-sample math of
+:mod:`minirc.ops._bilinear`, torchvision's border rule); roi_warp differs from RoIAlign only in where
+the roi starts (it snaps it to whole cells first), roi_align_max only in how a bin aggregates its
+samples (the max). A sample outside ``[-1, H] x [-1, W]`` is *off the map*: it reads no pixel and
+passes no gradient.
 
 Limits (checked in Python before any kernel runs, so nothing inside a kernel can wrap or hang):
 ``MAX_SAMPLES_PER_ROI`` samples per roi (PH * PW * grid_h * grid_w, the loop count of one roi),
-``MAX_ELEMENTS`` elements in the output, ``MAX_CELL`` for a box coordinate times spatial_scale
-where a kernel converts it to an integer cell. The values are those of roi_align and roi_pool.
+``_checks.MAX_ELEMENTS`` elements in the output; roi_warp's snapped cells obey roi_pool's
+``MAX_CELL`` (docs/conventions.md, "Limits").
 """
 from __future__ import annotations
 
 import numbers
 
+import numba
 import numpy as np
 
 from minirc import _checks
+from minirc.cuda_utils import blocks_for, device_zeros, like_input, to_device
+from minirc.ops._rois import check_backward_args, check_pool_args, check_rois, check_spatial_scale
 
-MAX_SAMPLES_PER_ROI = 1 << 24  # an adaptive roi of about 4096 x 4096 feature cells
-MAX_ELEMENTS = 2**31 - 1       # elements of the output (K, C, PH, PW) (int32 flat indices stay valid)
-MAX_CELL = 2**31 - 1           # |coordinate * spatial_scale| where it is rounded to an int cell
+# Samples of one roi (PH * PW * grid_h * grid_w): the cpu sample table of one roi has this many rows,
+# and a cuda thread loops over grid_h * grid_w of them. 2**24 is an adaptive roi of about
+# 4096 x 4096 feature cells.
+MAX_SAMPLES_PER_ROI = 1 << 24
 
 
+# ---- arguments ------------------------------------------------------------------------------------
 def check_sampling_ratio(sampling_ratio) -> int:
     if not isinstance(sampling_ratio, numbers.Integral) or isinstance(sampling_ratio, bool):
         raise TypeError(f"sampling_ratio: expected an int (<= 0 means adaptive), got {sampling_ratio!r}")
@@ -37,21 +42,46 @@ def check_aligned(aligned) -> bool:
     return bool(aligned)
 
 
-def check_output_elements(shape) -> None:
-    count = 1
-    for s in shape:
-        count *= int(s)
-    if count > MAX_ELEMENTS:
-        raise ValueError(f"output_size: the output (K, C, PH, PW) of shape {tuple(shape)} would hold {count} "
-                         f"elements; the limit is {MAX_ELEMENTS}")
+def check_forward_args(input, boxes, output_size, spatial_scale, sampling_ratio, aligned=False):
+    """A sampling op's forward arguments, checked in this order: input (N, C, H, W) float, output_size,
+    spatial_scale, sampling_ratio, aligned, the boxes (as (K, 5) rois in the input's dtype), and the
+    element count of the output (K, C, PH, PW).
+
+    Returns (input, (PH, PW), spatial_scale, sampling_ratio, aligned, rois, batch).
+    """
+    input, out_hw, scale = check_pool_args(input, output_size, spatial_scale)
+    sampling_ratio, aligned = check_sampling_ratio(sampling_ratio), check_aligned(aligned)
+    rois, batch = check_rois(boxes, input.shape[0], input.dtype)
+    _checks.elements((len(rois), input.shape[1]) + out_hw, "output_size", "the output (K, C, PH, PW)")
+    return input, out_hw, scale, sampling_ratio, aligned, rois, batch
 
 
-def grid_sizes(roi_h, roi_w, output_size, sampling_ratio, rois, spatial_scale):
+def check_backward_sampling_args(grad_output, boxes, input_shape, spatial_scale, sampling_ratio, aligned=False):
+    """A sampling op's backward arguments, checked: grad_output (K, C, PH, PW) with boxes and input_shape
+    (:func:`minirc.ops._rois.check_backward_args`), then spatial_scale, sampling_ratio, aligned.
+
+    Returns (grad_output, input_shape, rois, batch, spatial_scale, sampling_ratio, aligned).
+    """
+    grad_output, input_shape, rois, batch = check_backward_args(grad_output, boxes, input_shape)
+    scale = check_spatial_scale(spatial_scale)
+    sampling_ratio, aligned = check_sampling_ratio(sampling_ratio), check_aligned(aligned)
+    return grad_output, input_shape, rois, batch, scale, sampling_ratio, aligned
+
+
+def check_feature_plane(input) -> None:
+    """Raise ValueError for an (N, C, H, W) input with H or W = 0: there is no pixel to sample."""
+    if input.shape[2] == 0 or input.shape[3] == 0:
+        raise ValueError(f"input: expected a feature map with H, W >= 1 to pool from, "
+                         f"got shape {tuple(input.shape)}")
+
+
+def grid_sizes(roi_h, roi_w, output_size, sampling_ratio, rois, spatial_scale, usable=None):
     """(K,) int64 grid_h, grid_w from the roi sizes in cells (K,) in the input dtype, checked.
 
     Adaptive (sampling_ratio <= 0): ceil(roi size / pooled size) per side, computed in the input
     dtype as the kernels compute it; a grid side <= 0 (an empty aligned roi) is an empty grid (0).
-    Raises ValueError when one roi would loop over more than MAX_SAMPLES_PER_ROI samples.
+    Raises ValueError when one roi would loop over more than MAX_SAMPLES_PER_ROI samples, or (adaptive
+    only) is False in ``usable``, an optional (K,) bool mask of rois whose coordinates can be sampled.
     """
     (ph, pw), K, limit = output_size, len(roi_h), MAX_SAMPLES_PER_ROI
     if ph * pw > limit:
@@ -68,7 +98,8 @@ def grid_sizes(roi_h, roi_w, output_size, sampling_ratio, rois, spatial_scale):
         gh = np.maximum(np.ceil(roi_h / T(ph)).astype(np.float64), 0)
         gw = np.maximum(np.ceil(roi_w / T(pw)).astype(np.float64), 0)
         n = float(ph * pw) * gh * gw
-    bad = np.flatnonzero(~(np.isfinite(n) & (n <= limit)))
+    ok = np.isfinite(n) & (n <= limit)
+    bad = np.flatnonzero(~(ok if usable is None else usable & ok))
     if bad.size:
         k = int(bad[0])
         raise ValueError(f"boxes: roi {k} {rois[k].tolist()} with spatial_scale {spatial_scale} and "
@@ -76,6 +107,23 @@ def grid_sizes(roi_h, roi_w, output_size, sampling_ratio, rois, spatial_scale):
                          f"ceil(bin size) per bin side); the limit is {limit} per roi ({bad.size} roi(s) "
                          f"over it): clip the boxes to the image, or pass sampling_ratio > 0")
     return gh.astype(np.int64), gw.astype(np.int64)
+
+
+def align_geometry_numpy(rois, spatial_scale, sampling_ratio, aligned, output_size, finite_only=False):
+    """All rois' RoIAlign geometry as (K,) arrays: start_h, start_w, bin_h, bin_w in T; grid_h, grid_w
+    int64 (0 for an empty grid). :func:`align_roi_geometry`, vectorised in the same dtype, checked by
+    :func:`grid_sizes`; with ``finite_only`` adaptive sampling also refuses a roi whose scaled corners
+    overflow T (roi_align's rule)."""
+    T, (PH, PW) = rois.dtype.type, output_size
+    off = T(0.5) if aligned else T(0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        x1, y1, x2, y2 = (rois[:, j] * T(spatial_scale) - off for j in range(1, 5))
+        roi_w, roi_h = x2 - x1, y2 - y1
+        if not aligned:  # legacy: at least one cell
+            roi_w, roi_h = np.maximum(roi_w, T(1)), np.maximum(roi_h, T(1))
+    usable = np.isfinite(x1) & np.isfinite(y1) & np.isfinite(x2) & np.isfinite(y2) if finite_only else None
+    grid_h, grid_w = grid_sizes(roi_h, roi_w, output_size, sampling_ratio, rois, spatial_scale, usable)
+    return y1, x1, roi_h / T(PH), roi_w / T(PW), grid_h, grid_w
 
 
 # ---- NumPy reference of the sampling ----------------------------------------------------------
@@ -126,8 +174,77 @@ def sample_values(feat, valid, corners, weights):
     return np.where(valid, values, feat.dtype.type(0))
 
 
-def check_spatial_scale(spatial_scale) -> float:
-    scale = _checks.number(spatial_scale, "spatial_scale", low=0.0)
-    if scale == 0.0 or not np.isfinite(scale):
-        raise ValueError(f"spatial_scale: expected a finite number > 0, got {spatial_scale!r}")
-    return scale
+def roi_sample_grid(geometry, k, output_size, H, W, T):
+    """Roi k's samples from the (K,) geometry arrays (start_h, start_w, bin_h, bin_w, grid_h, grid_w):
+    (valid, corners, weights) as :func:`sample_grid`, then grid_h and grid_w as ints."""
+    sh, sw, bh, bw, gh, gw = (a[k] for a in geometry)
+    valid, corners, weights = sample_grid(sh, sw, bh, bw, int(gh), int(gw), output_size, H, W, T)
+    return valid, corners, weights, int(gh), int(gw)
+
+
+def add_mean_grad_numpy(grad, grad_roi, valid, corners, weights, grid):
+    """The backward of a bin's mean for one roi: grad (C, H, W) += grad_roi[:, bin] * w / (grid_h * grid_w)
+    into the four neighbours of every on-map sample, in the kernels' order (bin, sample, neighbour).
+
+    grad_roi: (C, PH, PW); valid, corners, weights: (PH, grid_h, PW, grid_w) as :func:`sample_grid`.
+    """
+    (gh, gw), (_, PH, PW) = grid, grad_roi.shape
+    count = grad.dtype.type(gh * gw)
+    for ph in range(PH):
+        for pw in range(PW):
+            g = grad_roi[:, ph, pw]
+            for iy in range(gh):
+                for ix in range(gw):
+                    s = (ph, iy, pw, ix)
+                    if valid[s]:  # off-map samples pass no gradient
+                        for (r, c), w in zip(corners, weights):
+                            grad[:, r[s], c[s]] += g * w[s] / count
+
+
+# ---- host side of the cpu kernels: channels-last copies ---------------------------------------------
+def channels_last(x):
+    """(N, C, H, W) -> a contiguous (N, H * W, C) copy: a pixel's C values side by side, so the kernels'
+    loops over channels read (and write) one contiguous run and vectorise."""
+    N, C, H, W = x.shape
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(N, H * W, C)
+
+
+def from_channels_last(x_t, shape):
+    """The (N, H * W, C) array of :func:`channels_last` back as a contiguous (N, C, H, W) = shape array."""
+    N, C, H, W = shape
+    return np.ascontiguousarray(x_t.reshape(N, H, W, C).transpose(0, 3, 1, 2))
+
+
+def channel_blocks(C: int) -> int:
+    """How many blocks of channels a cpu backward splits C into, one per thread: runs of >= 16
+    channels (one AVX-512 vector of float32), at most the number of threads."""
+    return max(1, min(C // 16, numba.get_num_threads()))
+
+
+# ---- host side of the cuda kernels ------------------------------------------------------------------
+def launch_forward_cuda(kernel, input, rois, batch, output_size, spatial_scale, *args, argmax=False):
+    """``kernel(input, rois, batch, spatial_scale, *args, out[, argmax])`` on the device, one thread per
+    output element; out (K, C, PH, PW) in the input dtype and argmax int32 start zeroed.
+
+    spatial_scale is passed in the input dtype; the results come back where the input lives.
+    Returns (out,) or (out, argmax).
+    """
+    d_in = to_device(input)
+    shape = (len(rois), d_in.shape[1]) + tuple(output_size)
+    outs = (device_zeros(shape, d_in.dtype),) + ((device_zeros(shape, np.int32),) if argmax else ())
+    kernel[blocks_for(outs[0].size), 256](d_in, to_device(rois), to_device(batch),
+                                          d_in.dtype.type(spatial_scale), *args, *outs)
+    return tuple(like_input(o, input) for o in outs)
+
+
+def launch_backward_cuda(kernel, grad_output, rois, batch, input_shape, spatial_scale, *args, threads=None):
+    """``kernel(grad_output, rois, batch, spatial_scale, *args, grad)`` on the device into a zeroed
+    grad (N, C, H, W) = input_shape, one thread per (image, channel) plane unless ``threads`` says.
+
+    spatial_scale is passed in grad_output's dtype; the gradient comes back where grad_output lives.
+    """
+    d_g = to_device(grad_output)
+    grad = device_zeros(tuple(input_shape), d_g.dtype)
+    n = input_shape[0] * input_shape[1] if threads is None else threads
+    kernel[blocks_for(n), 256](d_g, to_device(rois), to_device(batch), d_g.dtype.type(spatial_scale), *args, grad)
+    return like_input(grad, grad_output)

@@ -50,14 +50,19 @@ def check_rois(boxes, num_images: int, dtype, name: str = "boxes"):
     return rois, batch
 
 
+def check_spatial_scale(spatial_scale) -> float:
+    """spatial_scale (feature size / image size) as a float, checked: finite and > 0."""
+    scale = _checks.number(spatial_scale, "spatial_scale", low=0.0)
+    if scale == 0.0 or not np.isfinite(scale):
+        raise ValueError(f"spatial_scale: expected a finite number > 0, got {spatial_scale!r}")
+    return scale
+
+
 def check_pool_args(input, output_size, spatial_scale):
     """Common checks: input (N, C, H, W) float, output_size int or pair >= 1, spatial_scale > 0."""
     input = _checks.as_array(input, "input", ndim=4, float_only=True)
     ph, pw = _checks.pair(output_size, "output_size", minimum=1)
-    scale = _checks.number(spatial_scale, "spatial_scale", low=0.0)
-    if scale == 0.0 or not np.isfinite(scale):
-        raise ValueError(f"spatial_scale: expected a finite number > 0, got {spatial_scale!r}")
-    return input, (ph, pw), scale
+    return input, (ph, pw), check_spatial_scale(spatial_scale)
 
 
 def check_backward_args(grad_output, boxes, input_shape):

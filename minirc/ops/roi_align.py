@@ -29,42 +29,22 @@ The per-sample math (``minirc/ops/_bilinear.py``) is shared by the cpu and cuda 
 """
 from __future__ import annotations
 
-import numbers
-
-import numba
 import numpy as np
 from numba import cuda, njit, prange
 
-from minirc import _checks
 from minirc.backend import get_backend
-from minirc.cuda_utils import blocks_for, device_zeros, like_input, to_device, to_host
+from minirc.cuda_utils import to_host
 from minirc.ops._bilinear import align_roi_geometry, bilinear_neighbours, for_cuda, sample_coord
-from minirc.ops._rois import check_backward_args, check_pool_args, check_rois, zeros_like_input
+from minirc.ops._roi_sampling import (MAX_SAMPLES_PER_ROI, add_mean_grad_numpy, align_geometry_numpy,  # noqa: F401
+                                      axis_samples, channel_blocks, channels_last, check_backward_sampling_args,
+                                      check_feature_plane, check_forward_args, from_channels_last,
+                                      launch_backward_cuda, launch_forward_cuda)
+from minirc.ops._rois import zeros_like_input
 
 MAX_SAMPLES_PER_CHUNK = 1 << 20  # cpu: sample tables are built for at most this many samples at once
-# Samples of one roi (PH * PW * grid_h * grid_w), checked in Python before any kernel runs: the cpu
-# sample table of one roi has this many rows, and a cuda thread loops over grid_h * grid_w of them.
-# 2**24 is an adaptive roi of about 4096 x 4096 feature cells (docs/conventions.md, "Limits").
-MAX_SAMPLES_PER_ROI = 1 << 24
 
 
 # ---- NumPy reference: the spec, written to be read -------------------------------------------
-def _axis_samples_numpy(start, bin_size, grid, pooled, size, T):
-    """Sample coordinates along one axis, (pooled, grid), and their two neighbours and weights."""
-    p = np.arange(pooled, dtype=T)[:, None]
-    i = np.arange(max(grid, 0), dtype=T)[None, :]
-    c = (start + p * bin_size) + ((i + T(0.5)) * bin_size) / T(grid)  # torchvision's op order
-    valid = (c >= -1.0) & (c <= size)                                # else: the sample is 0
-    c = np.where(valid & (c > 0), c, T(0))                           # [-1, 0] reads index 0
-    low = c.astype(np.int64)
-    edge = low >= size - 1                                           # [H-1, H] reads index H-1
-    low = np.where(edge, size - 1, low)
-    high = np.where(edge, low, low + 1)
-    c = np.where(edge, low.astype(T), c)
-    frac = c - low.astype(T)
-    return valid, low, high, frac, T(1) - frac
-
-
 def _roi_tables_numpy(roi, scale, aligned, sampling_ratio, PH, PW, H, W):
     """For one roi: (valid, (y_low, x_low, y_high, x_high), (w1..w4), grid, count), all (PH, gh, PW, gw)."""
     T = type(roi[0])
@@ -76,8 +56,8 @@ def _roi_tables_numpy(roi, scale, aligned, sampling_ratio, PH, PW, H, W):
     bin_h, bin_w = roi_h / T(PH), roi_w / T(PW)
     gh = sampling_ratio if sampling_ratio > 0 else int(np.ceil(bin_h))
     gw = sampling_ratio if sampling_ratio > 0 else int(np.ceil(bin_w))
-    vy, yl, yh, ly, hy = _axis_samples_numpy(y1, bin_h, gh, PH, H, T)
-    vx, xl, xh, lx, hx = _axis_samples_numpy(x1, bin_w, gw, PW, W, T)
+    vy, yl, yh, hy, ly = axis_samples(y1, bin_h, gh, PH, H, T)  # gh <= 0: no samples (an empty arange)
+    vx, xl, xh, hx, lx = axis_samples(x1, bin_w, gw, PW, W, T)
     valid = vy[:, :, None, None] & vx[None, None, :, :]  # (PH, gh, PW, gw)
 
     def outer(a, b, empty):  # the (ph, iy) x (pw, ix) product, `empty` where the sample is 0
@@ -114,18 +94,9 @@ def roi_align_backward_numpy(grad_output, rois, batch, input_shape, spatial_scal
     (N, C, H, W), (K, _, PH, PW), T = input_shape, grad_output.shape, grad_output.dtype.type
     grad = np.zeros(input_shape, dtype=grad_output.dtype)
     for k in range(K):
-        valid, corners, w, (gh, gw), _ = _roi_tables_numpy(rois[k], T(spatial_scale), aligned,
-                                                           sampling_ratio, PH, PW, H, W)
-        count = T(gh * gw)
-        for ph in range(PH):
-            for pw in range(PW):
-                g = grad_output[k, :, ph, pw]
-                for iy in range(gh):
-                    for ix in range(gw):
-                        s = (ph, iy, pw, ix)
-                        if valid[s]:  # empty samples pass no gradient
-                            for (r, c), wj in zip(corners, w):
-                                grad[batch[k], :, r[s], c[s]] += g * wj[s] / count
+        valid, corners, w, grid, _ = _roi_tables_numpy(rois[k], T(spatial_scale), aligned,
+                                                       sampling_ratio, PH, PW, H, W)
+        add_mean_grad_numpy(grad[batch[k]], grad_output[k], valid, corners, w, grid)  # divides by gh * gw
     return grad
 
 
@@ -255,7 +226,7 @@ def _tables_cpu(rois, dtype, PH, PW, H, W, spatial_scale, sampling_ratio, aligne
 def roi_align_cpu(input, rois, batch, output_size, spatial_scale, sampling_ratio, aligned):
     feat = to_host(input)
     (N, C, H, W), (PH, PW), K = feat.shape, output_size, len(rois)
-    feat_t = np.ascontiguousarray(feat.transpose(0, 2, 3, 1)).reshape(N, H * W, C)  # channels-last copy
+    feat_t = channels_last(feat)
     out = np.empty((K, C, PH, PW), dtype=feat.dtype)
     for grid, count, offsets, lo, hi, pos, wts, _ in _tables_cpu(rois, feat.dtype, PH, PW, H, W,
                                                                  spatial_scale, sampling_ratio, aligned):
@@ -267,13 +238,13 @@ def roi_align_backward_cpu(grad_output, rois, batch, input_shape, spatial_scale,
                            aligned, deterministic=True):
     gout = to_host(grad_output)
     (N, C, H, W), (K, _, PH, PW) = input_shape, gout.shape
-    gout_t = np.ascontiguousarray(gout.reshape(K, C, PH * PW).transpose(0, 2, 1))  # channels-last
+    gout_t = channels_last(gout)  # (K, PH * PW, C)
     gin_t = np.zeros((N, H * W, C), dtype=gout.dtype)
-    n_blocks = max(1, min(C // 16, numba.get_num_threads()))  # runs of >= 16 channels: one AVX-512 vector
+    n_blocks = channel_blocks(C)
     for grid, _, offsets, lo, hi, pos, wts, ok in _tables_cpu(rois, gout.dtype, PH, PW, H, W,
                                                               spatial_scale, sampling_ratio, aligned):
         _backward_chunk_cpu(gout_t, batch, grid, offsets, lo, hi, pos, wts, ok, gin_t, n_blocks)
-    return np.ascontiguousarray(gin_t.reshape(N, H, W, C).transpose(0, 3, 1, 2))
+    return from_channels_last(gin_t, input_shape)
 
 
 # ---- Numba CUDA -------------------------------------------------------------------------------
@@ -352,22 +323,18 @@ def _backward_cuda_atomic_kernel(gout, rois, batch, scale, aligned, sampling_rat
 
 
 def roi_align_cuda(input, rois, batch, output_size, spatial_scale, sampling_ratio, aligned):
-    d_in = to_device(input)
-    out = device_zeros((len(rois), d_in.shape[1]) + tuple(output_size), d_in.dtype)
-    _forward_cuda_kernel[blocks_for(out.size), 256](d_in, to_device(rois), to_device(batch),
-                                                    d_in.dtype.type(spatial_scale), aligned, sampling_ratio, out)
-    return like_input(out, input)
+    out, = launch_forward_cuda(_forward_cuda_kernel, input, rois, batch, output_size, spatial_scale,
+                               aligned, sampling_ratio)
+    return out
 
 
 def roi_align_backward_cuda(grad_output, rois, batch, input_shape, spatial_scale, sampling_ratio,
                             aligned, deterministic=True):
-    d_g = to_device(grad_output)
-    grad = device_zeros(tuple(input_shape), d_g.dtype)
-    kernel, n = ((_backward_cuda_plane_kernel, input_shape[0] * input_shape[1]) if deterministic
-                 else (_backward_cuda_atomic_kernel, d_g.size))
-    kernel[blocks_for(n), 256](d_g, to_device(rois), to_device(batch), d_g.dtype.type(spatial_scale),
-                               aligned, sampling_ratio, grad)
-    return like_input(grad, grad_output)
+    if deterministic:  # one thread per (image, channel) plane
+        return launch_backward_cuda(_backward_cuda_plane_kernel, grad_output, rois, batch, input_shape,
+                                    spatial_scale, aligned, sampling_ratio)
+    return launch_backward_cuda(_backward_cuda_atomic_kernel, grad_output, rois, batch, input_shape,
+                                spatial_scale, aligned, sampling_ratio, threads=grad_output.size)
 
 
 # ---- public entry points ------------------------------------------------------------------------
@@ -376,52 +343,16 @@ _BACKWARD_IMPLS = {"numpy": roi_align_backward_numpy, "cpu": roi_align_backward_
                    "cuda": roi_align_backward_cuda}
 
 
-def _check_sampling(sampling_ratio, aligned):
-    if not isinstance(sampling_ratio, numbers.Integral) or isinstance(sampling_ratio, bool):
-        raise TypeError(f"sampling_ratio: expected an int (<= 0 means adaptive), got {sampling_ratio!r}")
-    if not isinstance(aligned, (bool, np.bool_)):
-        raise TypeError(f"aligned: expected a bool, got {aligned!r}")
-    return int(sampling_ratio), bool(aligned)
-
-
 def check_sample_counts(rois, dtype, spatial_scale, aligned, sampling_ratio, output_size):
     """Raise ValueError when one roi would need more than MAX_SAMPLES_PER_ROI samples.
 
-    The per-roi grid is :func:`align_roi_geometry`'s, recomputed here vectorised in the input dtype
-    and counted in Python numbers, so neither a huge roi (adaptive sampling: ceil(bin size) per
-    bin side) nor a huge ``sampling_ratio`` can wrap the kernels' 64-bit table sizes.
+    The per-roi grid is :func:`align_roi_geometry`'s, recomputed vectorised in the input dtype
+    (:func:`minirc.ops._roi_sampling.align_geometry_numpy`) and counted in Python numbers, so neither
+    a huge roi (adaptive sampling: ceil(bin size) per bin side) nor a huge ``sampling_ratio`` can
+    wrap the kernels' 64-bit table sizes; adaptive sampling also refuses scaled corners that overflow.
     """
-    ph, pw = output_size
-    limit = MAX_SAMPLES_PER_ROI
-    if ph * pw > limit:
-        raise ValueError(f"output_size: {(ph, pw)} makes {ph * pw} bins per roi; the limit is {limit} "
-                         f"samples per roi")
-    if sampling_ratio > 0:
-        n = ph * pw * sampling_ratio * sampling_ratio
-        if n > limit:
-            raise ValueError(f"sampling_ratio: {sampling_ratio} with output_size {(ph, pw)} makes {n} "
-                             f"samples per roi; the limit is {limit}")
-        return
-    if len(rois) == 0:
-        return
-    T = dtype.type
-    off = T(0.5) if aligned else T(0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        x1, y1, x2, y2 = (rois[:, j] * T(spatial_scale) - off for j in range(1, 5))
-        roi_w, roi_h = x2 - x1, y2 - y1
-        if not aligned:
-            roi_w, roi_h = np.maximum(roi_w, T(1)), np.maximum(roi_h, T(1))
-        grid_h = np.ceil(roi_h / T(ph)).astype(np.float64)
-        grid_w = np.ceil(roi_w / T(pw)).astype(np.float64)
-        n = float(ph * pw) * np.maximum(grid_h, 0) * np.maximum(grid_w, 0)
-    coords_ok = np.isfinite(x1) & np.isfinite(y1) & np.isfinite(x2) & np.isfinite(y2)
-    bad = np.flatnonzero(~(coords_ok & np.isfinite(n) & (n <= limit)))
-    if bad.size:
-        k = int(bad[0])
-        raise ValueError(f"boxes: roi {k} {rois[k].tolist()} with spatial_scale {spatial_scale} and "
-                         f"output_size {(ph, pw)} needs {float(n[k]):.4g} samples (adaptive sampling: "
-                         f"ceil(bin size) per bin side); the limit is {limit} per roi ({bad.size} roi(s) "
-                         f"over it): clip the boxes to the image, or pass sampling_ratio > 0")
+    align_geometry_numpy(np.asarray(rois, dtype), spatial_scale, sampling_ratio, aligned, output_size,
+                         finite_only=True)
 
 
 def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False, *, backend=None):
@@ -435,17 +366,12 @@ def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, a
     Returns (K, C, PH, PW) in the input dtype.
     """
     name = get_backend(backend)
-    input, out_hw, scale = check_pool_args(input, output_size, spatial_scale)
-    sampling_ratio, aligned = _check_sampling(sampling_ratio, aligned)
-    rois, batch = check_rois(boxes, input.shape[0], input.dtype)
-    N, C, H, W = input.shape
-    _checks.elements((len(rois), C) + out_hw, "output_size", "the output (K, C, PH, PW)")
+    input, out_hw, scale, sampling_ratio, aligned, rois, batch = check_forward_args(
+        input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
     check_sample_counts(rois, input.dtype, scale, aligned, sampling_ratio, out_hw)
-    if len(rois) == 0 or C == 0:
-        return zeros_like_input((len(rois), C) + out_hw, input.dtype, input)
-    if H == 0 or W == 0:
-        raise ValueError(f"input: expected a feature map with H, W >= 1 to pool from, "
-                         f"got shape {tuple(input.shape)}")
+    if len(rois) == 0 or input.shape[1] == 0:
+        return zeros_like_input((len(rois), input.shape[1]) + out_hw, input.dtype, input)
+    check_feature_plane(input)
     return _IMPLS[name](input, rois, batch, out_hw, scale, sampling_ratio, aligned)
 
 
@@ -458,12 +384,10 @@ def roi_align_backward(grad_output, boxes, input_shape, spatial_scale=1.0, sampl
     Returns (N, C, H, W) in grad_output's dtype.
     """
     name = get_backend(backend)
-    grad_output, input_shape, rois, batch = check_backward_args(grad_output, boxes, input_shape)
-    check_pool_args(np.zeros((1, 1, 1, 1), np.float32), 1, spatial_scale)  # checks spatial_scale
-    sampling_ratio, aligned = _check_sampling(sampling_ratio, aligned)
-    check_sample_counts(rois, grad_output.dtype, float(spatial_scale), aligned, sampling_ratio,
-                        tuple(grad_output.shape[2:]))
+    grad_output, input_shape, rois, batch, scale, sampling_ratio, aligned = check_backward_sampling_args(
+        grad_output, boxes, input_shape, spatial_scale, sampling_ratio, aligned)
+    check_sample_counts(rois, grad_output.dtype, scale, aligned, sampling_ratio, tuple(grad_output.shape[2:]))
     if grad_output.size == 0 or 0 in input_shape:
         return zeros_like_input(input_shape, grad_output.dtype, grad_output)
-    return _BACKWARD_IMPLS[name](grad_output, rois, batch, input_shape, float(spatial_scale),
-                                 sampling_ratio, aligned, deterministic)
+    return _BACKWARD_IMPLS[name](grad_output, rois, batch, input_shape, scale, sampling_ratio, aligned,
+                                 deterministic)

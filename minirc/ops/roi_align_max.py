@@ -34,36 +34,17 @@ from numba import cuda, njit, prange
 
 from minirc import _checks
 from minirc.backend import get_backend
-from minirc.cuda_utils import blocks_for, device_zeros, is_device_array, like_input, to_device, to_host
+from minirc.cuda_utils import is_device_array, to_device, to_host
 from minirc.ops._bilinear import align_roi_geometry, bilinear_neighbours, for_cuda, sample_coord
-from minirc.ops._roi_sampling import (check_aligned, check_output_elements, check_sampling_ratio,
-                                      check_spatial_scale, grid_sizes, sample_grid, sample_values)
-from minirc.ops._rois import check_backward_args, check_pool_args, check_rois, zeros_like_input
+from minirc.ops._roi_sampling import (align_geometry_numpy, channels_last, check_backward_sampling_args,
+                                      check_feature_plane, check_forward_args, launch_backward_cuda,
+                                      launch_forward_cuda, roi_sample_grid, sample_values)
+from minirc.ops._rois import zeros_like_input
 
 FLT_MAX = float(np.finfo(np.float32).max)  # the running max starts here, as RoIPool's, also for float64
 
 
-def align_geometry_numpy(rois, spatial_scale, sampling_ratio, aligned, output_size):
-    """All rois' RoIAlign geometry as (K,) arrays: start_h, start_w, bin_h, bin_w in T; grid_h, grid_w
-    int64 (0 for an empty grid). :func:`align_roi_geometry`, vectorised in the same dtype; checked."""
-    T, (PH, PW) = rois.dtype.type, output_size
-    off = T(0.5) if aligned else T(0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        x1, y1, x2, y2 = (rois[:, j] * T(spatial_scale) - off for j in range(1, 5))
-        roi_w, roi_h = x2 - x1, y2 - y1
-        if not aligned:  # legacy: at least one cell
-            roi_w, roi_h = np.maximum(roi_w, T(1)), np.maximum(roi_h, T(1))
-    grid_h, grid_w = grid_sizes(roi_h, roi_w, output_size, sampling_ratio, rois, spatial_scale)
-    return y1, x1, roi_h / T(PH), roi_w / T(PW), grid_h, grid_w
-
-
 # ---- NumPy reference ----------------------------------------------------------------------------
-def _tables_numpy(geometry, k, output_size, H, W, T):
-    sh, sw, bh, bw, gh, gw = (a[k] for a in geometry)
-    valid, corners, weights = sample_grid(sh, sw, bh, bw, int(gh), int(gw), output_size, H, W, T)
-    return valid, corners, weights, int(gh), int(gw)
-
-
 def roi_align_max_numpy(input, rois, batch, output_size, spatial_scale, sampling_ratio, aligned):
     input = to_host(input)
     (N, C, H, W), (PH, PW), K, T = input.shape, output_size, len(rois), input.dtype.type
@@ -71,7 +52,7 @@ def roi_align_max_numpy(input, rois, batch, output_size, spatial_scale, sampling
     argmax = np.full((K, C, PH, PW), -1, dtype=np.int32)
     geometry = align_geometry_numpy(rois, spatial_scale, sampling_ratio, aligned, output_size)
     for k in range(K):
-        valid, corners, weights, gh, gw = _tables_numpy(geometry, k, output_size, H, W, T)
+        valid, corners, weights, gh, gw = roi_sample_grid(geometry, k, output_size, H, W, T)
         if gh == 0 or gw == 0:
             continue  # no sample: 0, argmax -1
         values = sample_values(input[batch[k]], valid, corners, weights)  # (C, PH, gh, PW, gw), 0 off the map
@@ -94,7 +75,7 @@ def roi_align_max_backward_numpy(grad_output, argmax, rois, batch, input_shape, 
     grad = np.zeros(input_shape, dtype=grad_output.dtype)
     geometry = align_geometry_numpy(rois, spatial_scale, sampling_ratio, aligned, (PH, PW))
     for k in range(K):
-        valid, corners, weights, gh, gw = _tables_numpy(geometry, k, (PH, PW), H, W, T)
+        valid, corners, weights, gh, gw = roi_sample_grid(geometry, k, (PH, PW), H, W, T)
         for ph in range(PH):
             for pw in range(PW):
                 a = argmax[k, :, ph, pw]
@@ -182,11 +163,10 @@ def _backward_cpu_kernel(gout, arg, rois, batch, scale, aligned, sampling_ratio,
 def roi_align_max_cpu(input, rois, batch, output_size, spatial_scale, sampling_ratio, aligned):
     feat = to_host(input)
     (N, C, H, W), (PH, PW), K = feat.shape, output_size, len(rois)
-    feat_t = np.ascontiguousarray(feat.transpose(0, 2, 3, 1)).reshape(N, H * W, C)  # channels-last copy
     out = np.empty((K, C, PH, PW), dtype=feat.dtype)
     argmax = np.empty((K, C, PH, PW), dtype=np.int32)
-    _forward_cpu_kernel(feat_t, rois, batch, feat.dtype.type(spatial_scale), aligned, sampling_ratio, H, W, PH, PW,
-                        out.reshape(K, C, PH * PW), argmax.reshape(K, C, PH * PW))
+    _forward_cpu_kernel(channels_last(feat), rois, batch, feat.dtype.type(spatial_scale), aligned, sampling_ratio,
+                        H, W, PH, PW, out.reshape(K, C, PH * PW), argmax.reshape(K, C, PH * PW))
     return out, argmax
 
 
@@ -232,7 +212,7 @@ def _forward_cuda_kernel(feat, rois, batch, scale, aligned, sampling_ratio, out,
 
 
 @cuda.jit
-def _backward_cuda_kernel(gout, argmax, rois, batch, scale, aligned, sampling_ratio, gin):
+def _backward_cuda_kernel(gout, rois, batch, scale, aligned, sampling_ratio, argmax, gin):
     """Deterministic: thread (b, c) owns gradient plane (b, c) and adds its rois in order."""
     N, C, H, W = gin.shape
     K, PH, PW = gout.shape[0], gout.shape[2], gout.shape[3]
@@ -260,23 +240,14 @@ def _backward_cuda_kernel(gout, argmax, rois, batch, scale, aligned, sampling_ra
 
 
 def roi_align_max_cuda(input, rois, batch, output_size, spatial_scale, sampling_ratio, aligned):
-    d_in = to_device(input)
-    shape = (len(rois), d_in.shape[1]) + tuple(output_size)
-    out, argmax = device_zeros(shape, d_in.dtype), device_zeros(shape, np.int32)
-    _forward_cuda_kernel[blocks_for(out.size), 256](d_in, to_device(rois), to_device(batch),
-                                                    d_in.dtype.type(spatial_scale), aligned, sampling_ratio,
-                                                    out, argmax)
-    return like_input(out, input), like_input(argmax, input)
+    return launch_forward_cuda(_forward_cuda_kernel, input, rois, batch, output_size, spatial_scale,
+                               aligned, sampling_ratio, argmax=True)
 
 
 def roi_align_max_backward_cuda(grad_output, argmax, rois, batch, input_shape, spatial_scale, sampling_ratio,
                                 aligned):
-    d_g = to_device(grad_output)
-    grad = device_zeros(tuple(input_shape), d_g.dtype)
-    _backward_cuda_kernel[blocks_for(input_shape[0] * input_shape[1]), 256](
-        d_g, to_device(argmax), to_device(rois), to_device(batch), d_g.dtype.type(spatial_scale), aligned,
-        sampling_ratio, grad)
-    return like_input(grad, grad_output)
+    return launch_backward_cuda(_backward_cuda_kernel, grad_output, rois, batch, input_shape, spatial_scale,
+                                aligned, sampling_ratio, to_device(argmax))
 
 
 # ---- public entry points ------------------------------------------------------------------------
@@ -297,19 +268,14 @@ def roi_align_max(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-
     (argmax: int32 index iy * grid_w + ix of the winning sample in its bin, -1 for no gradient).
     """
     name = get_backend(backend)
-    input, out_hw, scale = check_pool_args(input, output_size, spatial_scale)
-    sampling_ratio, aligned = check_sampling_ratio(sampling_ratio), check_aligned(aligned)
-    rois, batch = check_rois(boxes, input.shape[0], input.dtype)
-    N, C, H, W = input.shape
-    check_output_elements((len(rois), C) + out_hw)
+    input, out_hw, scale, sampling_ratio, aligned, rois, batch = check_forward_args(
+        input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
     align_geometry_numpy(rois, scale, sampling_ratio, aligned, out_hw)  # raises for rois past the limits
-    if len(rois) == 0 or C == 0:
-        shape = (len(rois), C) + out_hw
+    if len(rois) == 0 or input.shape[1] == 0:
+        shape = (len(rois), input.shape[1]) + out_hw
         out, arg = zeros_like_input(shape, input.dtype, input), zeros_like_input(shape, np.int32, input)
-    elif H == 0 or W == 0:
-        raise ValueError(f"input: expected a feature map with H, W >= 1 to pool from, "
-                         f"got shape {tuple(input.shape)}")
     else:
+        check_feature_plane(input)
         out, arg = _IMPLS[name](input, rois, batch, out_hw, scale, sampling_ratio, aligned)
     return (out, arg) if return_argmax else out
 
@@ -343,9 +309,8 @@ def roi_align_max_backward(grad_output, argmax, boxes, input_shape, spatial_scal
     Returns (N, C, H, W) in grad_output's dtype.
     """
     name = get_backend(backend)
-    grad_output, input_shape, rois, batch = check_backward_args(grad_output, boxes, input_shape)
-    scale = check_spatial_scale(spatial_scale)
-    sampling_ratio, aligned = check_sampling_ratio(sampling_ratio), check_aligned(aligned)
+    grad_output, input_shape, rois, batch, scale, sampling_ratio, aligned = check_backward_sampling_args(
+        grad_output, boxes, input_shape, spatial_scale, sampling_ratio, aligned)
     if grad_output.size == 0 or 0 in input_shape:
         return zeros_like_input(input_shape, grad_output.dtype, grad_output)
     *_, grid_h, grid_w = align_geometry_numpy(rois, scale, sampling_ratio, aligned, tuple(grad_output.shape[2:]))

@@ -33,17 +33,17 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import cuda, njit, prange
 
 from minirc.backend import get_backend
-from minirc.cuda_utils import blocks_for, device_zeros, like_input, to_device, to_host
+from minirc.cuda_utils import to_host
 from minirc.ops._bilinear import bilinear_neighbours, for_cuda, sample_coord
-from minirc.ops._roi_sampling import (MAX_CELL, check_output_elements, check_sampling_ratio, check_spatial_scale,
-                                      grid_sizes, sample_grid, sample_values)
-from minirc.ops._rois import check_backward_args, check_pool_args, check_rois, zeros_like_input
-from minirc.ops.roi_pool import round_half_away
+from minirc.ops._roi_sampling import (add_mean_grad_numpy, channel_blocks, channels_last, check_backward_sampling_args,
+                                      check_feature_plane, check_forward_args, from_channels_last, grid_sizes,
+                                      launch_backward_cuda, launch_forward_cuda, roi_sample_grid, sample_values)
+from minirc.ops._rois import zeros_like_input
+from minirc.ops.roi_pool import check_cells, pool_roi_geometry
 
 
 # ---- per-roi geometry: the snap -----------------------------------------------------------------
@@ -51,17 +51,12 @@ from minirc.ops.roi_pool import round_half_away
 def warp_roi_geometry(x1, y1, x2, y2, spatial_scale, sampling_ratio, pooled_h, pooled_w):
     """(start_h, start_w, bin_h, bin_w, grid_h, grid_w, count) of one roi: T, T, T, T, int, int, T.
 
-    RoIPool's integer cells (``pool_roi_geometry``), then legacy RoIAlign's bins and grid over them.
+    RoIPool's integer cells (:func:`minirc.ops.roi_pool.pool_roi_geometry`), then legacy RoIAlign's
+    bins and grid over them.
     """
     T = type(x1)
-    start_w = round_half_away(x1 * spatial_scale)
-    start_h = round_half_away(y1 * spatial_scale)
-    end_w = round_half_away(x2 * spatial_scale)
-    end_h = round_half_away(y2 * spatial_scale)
-    roi_w = max(end_w - start_w + 1, 1)  # inclusive integer ends; malformed RoIs become 1 cell
-    roi_h = max(end_h - start_h + 1, 1)
-    bin_h = T(roi_h) / T(pooled_h)
-    bin_w = T(roi_w) / T(pooled_w)
+    start_h, start_w, bin_h, bin_w = pool_roi_geometry(x1, y1, x2, y2, spatial_scale, pooled_h, pooled_w)
+    bin_h, bin_w = T(bin_h), T(bin_w)  # already T; under the CUDA simulator they come back as Python floats
     if sampling_ratio > 0:
         grid_h = sampling_ratio
         grid_w = sampling_ratio
@@ -81,17 +76,12 @@ def _round_half_away_numpy(v):
 def warp_geometry_numpy(rois, spatial_scale, sampling_ratio, output_size):
     """All rois' geometry as (K,) arrays (start_h, start_w, bin_h, bin_w in T; grid_h, grid_w int64), checked.
 
-    Raises ValueError when a scaled coordinate leaves [-MAX_CELL, MAX_CELL] (the kernels convert it
-    to an int) or a roi needs too many samples (:func:`minirc.ops._roi_sampling.grid_sizes`).
+    Raises ValueError when a scaled coordinate leaves roi_pool's [-MAX_CELL, MAX_CELL] (the kernels
+    convert it to an int) or a roi needs too many samples (:func:`minirc.ops._roi_sampling.grid_sizes`).
     """
     T, (PH, PW) = rois.dtype.type, output_size
-    with np.errstate(over="ignore", invalid="ignore"):
-        cells = rois[:, 1:5] * T(spatial_scale)
-    bad = np.flatnonzero(~np.all(np.abs(cells) <= MAX_CELL, axis=1))
-    if bad.size:
-        k = int(bad[0])
-        raise ValueError(f"boxes: roi {k} {rois[k].tolist()} times spatial_scale {spatial_scale} leaves "
-                         f"the range of feature cells [-{MAX_CELL}, {MAX_CELL}] (the limit)")
+    check_cells(rois, rois.dtype, spatial_scale)
+    cells = rois[:, 1:5] * T(spatial_scale)
     x1, y1, x2, y2 = (_round_half_away_numpy(cells[:, j]) for j in range(4))
     size_w, size_h = np.maximum(x2 - x1 + 1, 1).astype(T), np.maximum(y2 - y1 + 1, 1).astype(T)
     grid_h, grid_w = grid_sizes(size_h, size_w, output_size, sampling_ratio, rois, spatial_scale)
@@ -99,19 +89,13 @@ def warp_geometry_numpy(rois, spatial_scale, sampling_ratio, output_size):
 
 
 # ---- NumPy reference ----------------------------------------------------------------------------
-def _tables_numpy(rois, k, spatial_scale, sampling_ratio, output_size, H, W, T):
-    sh, sw, bh, bw, gh, gw = (a[0] for a in warp_geometry_numpy(rois[k:k + 1], spatial_scale, sampling_ratio,
-                                                                  output_size))
-    valid, corners, weights = sample_grid(sh, sw, bh, bw, int(gh), int(gw), output_size, H, W, T)
-    return valid, corners, weights, int(gh), int(gw)
-
-
 def roi_warp_numpy(input, rois, batch, output_size, spatial_scale, sampling_ratio):
     input = to_host(input)
     (N, C, H, W), (PH, PW), K, T = input.shape, output_size, len(rois), input.dtype.type
     out = np.zeros((K, C, PH, PW), dtype=input.dtype)
+    geometry = warp_geometry_numpy(rois, spatial_scale, sampling_ratio, output_size)
     for k in range(K):
-        valid, corners, weights, gh, gw = _tables_numpy(rois, k, spatial_scale, sampling_ratio, output_size, H, W, T)
+        valid, corners, weights, gh, gw = roi_sample_grid(geometry, k, output_size, H, W, T)
         values = sample_values(input[batch[k]], valid, corners, weights)  # (C, PH, gh, PW, gw)
         acc = np.zeros((C, PH, PW), dtype=input.dtype)
         for iy in range(gh):  # serial sum in the kernels' order; off-map samples add nothing
@@ -125,18 +109,10 @@ def roi_warp_backward_numpy(grad_output, rois, batch, input_shape, spatial_scale
     grad_output = to_host(grad_output)
     (N, C, H, W), (K, _, PH, PW), T = input_shape, grad_output.shape, grad_output.dtype.type
     grad = np.zeros(input_shape, dtype=grad_output.dtype)
+    geometry = warp_geometry_numpy(rois, spatial_scale, sampling_ratio, (PH, PW))
     for k in range(K):
-        valid, corners, weights, gh, gw = _tables_numpy(rois, k, spatial_scale, sampling_ratio, (PH, PW), H, W, T)
-        count = T(gh * gw)
-        for ph in range(PH):
-            for pw in range(PW):
-                g = grad_output[k, :, ph, pw]
-                for iy in range(gh):
-                    for ix in range(gw):
-                        s = (ph, iy, pw, ix)
-                        if valid[s]:
-                            for (r, c), w in zip(corners, weights):
-                                grad[batch[k], :, r[s], c[s]] += g * w[s] / count
+        valid, corners, weights, gh, gw = roi_sample_grid(geometry, k, (PH, PW), H, W, T)
+        add_mean_grad_numpy(grad[batch[k]], grad_output[k], valid, corners, weights, (gh, gw))
     return grad
 
 
@@ -205,9 +181,8 @@ def _backward_cpu_kernel(gout_t, rois, batch, scale, sampling_ratio, H, W, PH, P
 def roi_warp_cpu(input, rois, batch, output_size, spatial_scale, sampling_ratio):
     feat = to_host(input)
     (N, C, H, W), (PH, PW), K = feat.shape, output_size, len(rois)
-    feat_t = np.ascontiguousarray(feat.transpose(0, 2, 3, 1)).reshape(N, H * W, C)  # channels-last copy
     out = np.empty((K, C, PH, PW), dtype=feat.dtype)
-    _forward_cpu_kernel(feat_t, rois, batch, feat.dtype.type(spatial_scale), sampling_ratio, H, W, PH, PW,
+    _forward_cpu_kernel(channels_last(feat), rois, batch, feat.dtype.type(spatial_scale), sampling_ratio, H, W, PH, PW,
                         out.reshape(K, C, PH * PW))
     return out
 
@@ -215,12 +190,10 @@ def roi_warp_cpu(input, rois, batch, output_size, spatial_scale, sampling_ratio)
 def roi_warp_backward_cpu(grad_output, rois, batch, input_shape, spatial_scale, sampling_ratio):
     gout = to_host(grad_output)
     (N, C, H, W), (K, _, PH, PW) = input_shape, gout.shape
-    gout_t = np.ascontiguousarray(gout.reshape(K, C, PH * PW).transpose(0, 2, 1))  # channels-last
     gin_t = np.zeros((N, H * W, C), dtype=gout.dtype)
-    n_blocks = max(1, min(C // 16, numba.get_num_threads()))  # runs of >= 16 channels per thread
-    _backward_cpu_kernel(gout_t, rois, batch, gout.dtype.type(spatial_scale), sampling_ratio, H, W, PH, PW,
-                         gin_t, n_blocks)
-    return np.ascontiguousarray(gin_t.reshape(N, H, W, C).transpose(0, 3, 1, 2))
+    _backward_cpu_kernel(channels_last(gout), rois, batch, gout.dtype.type(spatial_scale), sampling_ratio,
+                         H, W, PH, PW, gin_t, channel_blocks(C))
+    return from_channels_last(gin_t, input_shape)
 
 
 # ---- Numba CUDA -----------------------------------------------------------------------------------
@@ -276,19 +249,13 @@ def _backward_cuda_kernel(gout, rois, batch, scale, sampling_ratio, gin):
 
 
 def roi_warp_cuda(input, rois, batch, output_size, spatial_scale, sampling_ratio):
-    d_in = to_device(input)
-    out = device_zeros((len(rois), d_in.shape[1]) + tuple(output_size), d_in.dtype)
-    _forward_cuda_kernel[blocks_for(out.size), 256](d_in, to_device(rois), to_device(batch),
-                                                    d_in.dtype.type(spatial_scale), sampling_ratio, out)
-    return like_input(out, input)
+    out, = launch_forward_cuda(_forward_cuda_kernel, input, rois, batch, output_size, spatial_scale, sampling_ratio)
+    return out
 
 
 def roi_warp_backward_cuda(grad_output, rois, batch, input_shape, spatial_scale, sampling_ratio):
-    d_g = to_device(grad_output)
-    grad = device_zeros(tuple(input_shape), d_g.dtype)
-    _backward_cuda_kernel[blocks_for(input_shape[0] * input_shape[1]), 256](
-        d_g, to_device(rois), to_device(batch), d_g.dtype.type(spatial_scale), sampling_ratio, grad)
-    return like_input(grad, grad_output)
+    return launch_backward_cuda(_backward_cuda_kernel, grad_output, rois, batch, input_shape, spatial_scale,
+                                sampling_ratio)
 
 
 # ---- public entry points ------------------------------------------------------------------------
@@ -307,17 +274,12 @@ def roi_warp(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, *,
     Returns (K, C, PH, PW) in the input dtype.
     """
     name = get_backend(backend)
-    input, out_hw, scale = check_pool_args(input, output_size, spatial_scale)
-    sampling_ratio = check_sampling_ratio(sampling_ratio)
-    rois, batch = check_rois(boxes, input.shape[0], input.dtype)
-    N, C, H, W = input.shape
-    check_output_elements((len(rois), C) + out_hw)
+    input, out_hw, scale, sampling_ratio, _, rois, batch = check_forward_args(input, boxes, output_size,
+                                                                             spatial_scale, sampling_ratio)
     warp_geometry_numpy(rois, scale, sampling_ratio, out_hw)  # raises for rois past the limits
-    if len(rois) == 0 or C == 0:
-        return zeros_like_input((len(rois), C) + out_hw, input.dtype, input)
-    if H == 0 or W == 0:
-        raise ValueError(f"input: expected a feature map with H, W >= 1 to pool from, "
-                         f"got shape {tuple(input.shape)}")
+    if len(rois) == 0 or input.shape[1] == 0:
+        return zeros_like_input((len(rois), input.shape[1]) + out_hw, input.dtype, input)
+    check_feature_plane(input)
     return _IMPLS[name](input, rois, batch, out_hw, scale, sampling_ratio)
 
 
@@ -328,9 +290,8 @@ def roi_warp_backward(grad_output, boxes, input_shape, spatial_scale=1.0, sampli
     Returns (N, C, H, W) in grad_output's dtype.
     """
     name = get_backend(backend)
-    grad_output, input_shape, rois, batch = check_backward_args(grad_output, boxes, input_shape)
-    scale = check_spatial_scale(spatial_scale)
-    sampling_ratio = check_sampling_ratio(sampling_ratio)
+    grad_output, input_shape, rois, batch, scale, sampling_ratio, _ = check_backward_sampling_args(
+        grad_output, boxes, input_shape, spatial_scale, sampling_ratio)
     if grad_output.size == 0 or 0 in input_shape:
         return zeros_like_input(input_shape, grad_output.dtype, grad_output)
     warp_geometry_numpy(rois, scale, sampling_ratio, tuple(grad_output.shape[2:]))

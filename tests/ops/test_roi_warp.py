@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from minirc import Tensor
 from minirc.nn import functional as F
-from minirc.ops._roi_sampling import MAX_CELL, MAX_SAMPLES_PER_ROI
+from minirc.ops._roi_sampling import MAX_SAMPLES_PER_ROI
 from minirc.ops.roi_align import roi_align, roi_align_backward
-from minirc.ops.roi_pool import roi_pool
+from minirc.ops.roi_pool import MAX_CELL, roi_pool
 from minirc.ops.roi_warp import roi_warp, roi_warp_backward
 from minirc.testing import assert_backends_agree, gradcheck, numerical_grad
 
