@@ -40,21 +40,31 @@ def _in_rois_dtype(ctx, grad_out):
     return grad_out if is_device_array(grad_out) else grad_out.astype(ctx.rois.dtype, copy=False)
 
 
+def _save_for_backward(ctx, input, rois, *args):
+    """What every pooling backward needs: the rois, the input's shape, the op's remaining arguments."""
+    ctx.rois, ctx.input_shape, ctx.args = rois, tuple(input.shape), args
+
+
+def _input_grad(ctx, grad_out, backward, *before_rois):
+    """A pooling Function's gradients: for the input, ``backward(grad_out, *before_rois, rois, input_shape,
+    *ctx.args)`` on the forward's backend (grad_out in the forward's dtype); none for the rois."""
+    if not ctx.needs_grad[0]:
+        return None, None
+    grad_out = _in_rois_dtype(ctx, grad_out)
+    return backward(grad_out, *before_rois, ctx.rois, ctx.input_shape, *ctx.args, backend=ctx.backend), None
+
+
 class RoIAlign(Function):
     @staticmethod
     def forward(ctx, input, rois, output_size=7, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
         ctx.backend = get_backend()
-        ctx.rois, ctx.input_shape = rois, tuple(input.shape)
-        ctx.args = (spatial_scale, sampling_ratio, aligned)
+        _save_for_backward(ctx, input, rois, spatial_scale, sampling_ratio, aligned)
         return _roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned,
                                 backend=ctx.backend)
 
     @staticmethod
     def backward(ctx, grad_out):
-        if not ctx.needs_grad[0]:
-            return None, None
-        grad_out = _in_rois_dtype(ctx, grad_out)
-        return _roi_align_backward(grad_out, ctx.rois, ctx.input_shape, *ctx.args, backend=ctx.backend), None
+        return _input_grad(ctx, grad_out, _roi_align_backward)
 
 
 def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
@@ -75,15 +85,12 @@ class RoIPool(Function):
         ctx.backend = get_backend()
         out, ctx.argmax = _roi_pool(input, rois, output_size, spatial_scale, return_argmax=True,
                                          backend=ctx.backend)
-        ctx.rois, ctx.input_shape = rois, tuple(input.shape)
+        _save_for_backward(ctx, input, rois)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        if not ctx.needs_grad[0]:
-            return None, None
-        grad_out = _in_rois_dtype(ctx, grad_out)
-        return _roi_pool_backward(grad_out, ctx.argmax, ctx.rois, ctx.input_shape, backend=ctx.backend), None
+        return _input_grad(ctx, grad_out, _roi_pool_backward, ctx.argmax)
 
 
 def roi_pool(input, boxes, output_size, spatial_scale=1.0):
@@ -98,16 +105,12 @@ class RoIWarp(Function):
     @staticmethod
     def forward(ctx, input, rois, output_size=7, spatial_scale=1.0, sampling_ratio=-1):
         ctx.backend = get_backend()
-        ctx.rois, ctx.input_shape = rois, tuple(input.shape)
-        ctx.args = (spatial_scale, sampling_ratio)
+        _save_for_backward(ctx, input, rois, spatial_scale, sampling_ratio)
         return _roi_warp(input, rois, output_size, spatial_scale, sampling_ratio, backend=ctx.backend)
 
     @staticmethod
     def backward(ctx, grad_out):
-        if not ctx.needs_grad[0]:
-            return None, None
-        grad_out = _in_rois_dtype(ctx, grad_out)
-        return _roi_warp_backward(grad_out, ctx.rois, ctx.input_shape, *ctx.args, backend=ctx.backend), None
+        return _input_grad(ctx, grad_out, _roi_warp_backward)
 
 
 def roi_warp(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1):
@@ -125,17 +128,12 @@ class RoIAlignMax(Function):
         ctx.backend = get_backend()
         out, ctx.argmax = _roi_align_max(input, rois, output_size, spatial_scale, sampling_ratio, aligned,
                                          return_argmax=True, backend=ctx.backend)
-        ctx.rois, ctx.input_shape = rois, tuple(input.shape)
-        ctx.args = (spatial_scale, sampling_ratio, aligned)
+        _save_for_backward(ctx, input, rois, spatial_scale, sampling_ratio, aligned)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        if not ctx.needs_grad[0]:
-            return None, None
-        grad_out = _in_rois_dtype(ctx, grad_out)
-        return _roi_align_max_backward(grad_out, ctx.argmax, ctx.rois, ctx.input_shape, *ctx.args,
-                                       backend=ctx.backend), None
+        return _input_grad(ctx, grad_out, _roi_align_max_backward, ctx.argmax)
 
 
 def roi_align_max(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
