@@ -6,24 +6,12 @@ from minirc.cli import main
 from minirc.io import load_pth, save_pth
 from minirc.model import config as C
 from minirc.model.mask_rcnn import MaskRCNN, load_torchvision_state_dict
-from minirc.random import manual_seed
 from minirc.train.checkpoint import save_checkpoint
+from randomised_models import randomised
 
 
 def _randomised(cfg, seed):
-    manual_seed(seed)
-    model = MaskRCNN(cfg)
-    rng = np.random.default_rng(seed)
-    state = {}
-    for k, v in model.state_dict().items():  # buffers too: running statistics away from their defaults
-        if k.endswith("running_var"):
-            state[k] = (v * (1 + rng.random(v.shape))).astype(v.dtype)
-        elif v.dtype.kind == "f":
-            state[k] = (v + 0.01 * rng.standard_normal(v.shape)).astype(v.dtype)
-        else:
-            state[k] = v + 3
-    model.load_state_dict(state)
-    return model
+    return randomised(cfg, seed, noise=0.01)
 
 
 def test_torchvision_state_dict_round_trip(tmp_path):

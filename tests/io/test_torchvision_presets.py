@@ -8,8 +8,7 @@ import pytest
 
 from minirc.io import save_pth
 from minirc.model import config as C
-from minirc.model.mask_rcnn import MaskRCNN
-from minirc.random import manual_seed
+from randomised_models import randomised
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
@@ -29,19 +28,7 @@ def _doc_code() -> dict:
 
 
 def _randomised(cfg, seed):
-    manual_seed(seed)
-    model = MaskRCNN(cfg)
-    rng = np.random.default_rng(seed)
-    state = {}
-    for k, v in model.state_dict().items():  # buffers too: running statistics away from their defaults
-        if k.endswith("running_var"):
-            state[k] = (v * (1 + rng.random(v.shape))).astype(v.dtype)
-        elif v.dtype.kind == "f":
-            state[k] = (v + 0.05 * rng.standard_normal(v.shape)).astype(v.dtype)
-        else:
-            state[k] = v + 3
-    model.load_state_dict(state)
-    return model.eval()
+    return randomised(cfg, seed, noise=0.05).eval()
 
 
 def _loaded(ref, model, path):

@@ -10,15 +10,13 @@ from hypothesis import strategies as st
 from minirc.backend import cuda_available
 from minirc.ops.roi_align import roi_align, roi_align_backward
 from minirc.testing import assert_backends_agree, numerical_grad
+from roi_cases import BAD_SAMPLING_ARGUMENTS, assert_refuses
+from roi_cases import rois as _rois
 
 ra = importlib.import_module("minirc.ops.roi_align")  # the module (minirc.ops.roi_align is the function)
 
 X5 = np.arange(25, dtype=np.float32).reshape(1, 1, 5, 5)     # value 5r + c
 X10 = np.arange(100, dtype=np.float32).reshape(1, 1, 10, 10)  # value 10r + c
-
-
-def _rois(*rows, dtype=np.float32):
-    return np.array(rows, dtype=dtype).reshape(-1, 5)
 
 
 # ---- golden values -------------------------------------------------------------------------------
@@ -201,22 +199,11 @@ def test_batch_index_out_of_range_is_a_clear_error():
         roi_align(np.ones((2, 1, 4, 4), np.float32), _rois([-1, 0, 0, 2, 2]), 2)
 
 
-@pytest.mark.parametrize("kwargs, err, match", [
-    (dict(boxes=np.zeros((3, 4))), ValueError, "boxes: expected a \\(K, 5\\)"),
-    (dict(boxes=_rois([0, 0, 0, np.nan, 2])), ValueError, "boxes: expected finite"),
-    (dict(output_size=0), ValueError, "output_size"),
-    (dict(output_size=2.5), TypeError, "output_size"),
-    (dict(sampling_ratio=1.5), TypeError, "sampling_ratio"),
-    (dict(spatial_scale=0.0), ValueError, "spatial_scale"),
+@pytest.mark.parametrize("kwargs, err, match", BAD_SAMPLING_ARGUMENTS + [
     (dict(aligned="yes"), TypeError, "aligned"),
-    (dict(input=np.ones((1, 4, 4), np.float32)), ValueError, "input: expected 4 dimensions"),
-    (dict(input=np.ones((1, 1, 4, 4), np.int32)), TypeError, "input: expected float32"),
 ])
 def test_bad_arguments(kwargs, err, match):
-    args = dict(input=np.ones((1, 1, 4, 4), np.float32), boxes=_rois([0, 0, 0, 2, 2]), output_size=2)
-    args.update(kwargs)
-    with pytest.raises(err, match=match):
-        roi_align(**args)
+    assert_refuses(roi_align, kwargs, err, match)
 
 
 def test_float64_input_stays_float64(backend):

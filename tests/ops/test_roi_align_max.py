@@ -10,12 +10,10 @@ from minirc.nn import functional as F
 from minirc.ops.roi_align import roi_align
 from minirc.ops.roi_align_max import FLT_MAX, roi_align_max, roi_align_max_backward
 from minirc.testing import assert_backends_agree, gradcheck, numerical_grad
+from roi_cases import BAD_SAMPLING_ARGUMENTS, assert_refuses
+from roi_cases import rois as _rois
 
 X10 = np.arange(100, dtype=np.float32).reshape(1, 1, 10, 10)  # value 10r + c: bilinear reads 10y + x
-
-
-def _rois(*rows, dtype=np.float32):
-    return np.array(rows, dtype=dtype).reshape(-1, 5)
 
 
 def _both(x, rois, size, scale, sr, aligned, backend):
@@ -209,21 +207,12 @@ def test_backward_checks_argmax(argmax, err, match):
                                1.0, 2, False)
 
 
-@pytest.mark.parametrize("kwargs, err, match", [
-    (dict(boxes=np.zeros((3, 4))), ValueError, "boxes: expected a \\(K, 5\\)"),
-    (dict(boxes=_rois([0, 0, 0, np.nan, 2])), ValueError, "boxes: expected finite"),
+@pytest.mark.parametrize("kwargs, err, match", BAD_SAMPLING_ARGUMENTS + [
     (dict(boxes=_rois([2, 0, 0, 2, 2])), ValueError, "boxes: batch index"),
-    (dict(output_size=0), ValueError, "output_size"),
-    (dict(sampling_ratio=1.5), TypeError, "sampling_ratio"),
     (dict(sampling_ratio=5000), ValueError, "sampling_ratio: 5000"),
-    (dict(spatial_scale=0.0), ValueError, "spatial_scale"),
     (dict(aligned="yes"), TypeError, "aligned"),
-    (dict(input=np.ones((1, 1, 4, 4), np.int32)), TypeError, "input: expected float32"),
     (dict(input=np.ones((1, 1, 4, 0), np.float32)), ValueError, "input: expected a feature map with H, W >= 1"),
     (dict(boxes=_rois([0, 0, 0, 1e9, 1e9])), ValueError, "boxes: roi 0 .*needs .* samples"),
 ])
 def test_bad_arguments(kwargs, err, match):
-    args = dict(input=np.ones((1, 1, 4, 4), np.float32), boxes=_rois([0, 0, 0, 2, 2]), output_size=2)
-    args.update(kwargs)
-    with pytest.raises(err, match=match):
-        roi_align_max(**args)
+    assert_refuses(roi_align_max, kwargs, err, match)
