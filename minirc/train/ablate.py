@@ -80,16 +80,16 @@ STUDIES = {
     "pooling": Study(
         "shapes_demo", ABLATION_DATA,
         {v: _pooler(v) for v in ("roi_pool", "roi_warp", "roi_align", "roi_align_aligned", "roi_align_max")},
-        baseline="roi_align", iters=600,
+        baseline="roi_align", iters=1500,
         description="FPN shapes model (P2-P5, level assignment), each RoI pooling (Table 2c)"),
     "pooling_stride32": Study(
         "shapes_stride32", ABLATION_DATA,
         {v: _pooler(v) for v in ("roi_pool", "roi_warp", "roi_align", "roi_align_aligned")},
-        baseline="roi_align", iters=600,
+        baseline="roi_align", iters=1500,
         description="every RoI pooled from the stride-32 map, no level assignment (Table 2d)"),
     "mask_loss": Study(
         "shapes_demo", ABLATION_DATA, {v: {"mask_head.loss": v} for v in ("sigmoid", "softmax")},
-        baseline="sigmoid", iters=600,
+        baseline="sigmoid", iters=1500,
         description="per-class sigmoid BCE vs softmax over classes, FPN shapes model (Table 2b)"),
 }
 
@@ -135,7 +135,7 @@ def run_one(study_name: str, variant: str, seed: int, iters: int | None, out: st
     m = result.metrics
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(m, f, indent=2)
-    objects = os.path.join(out, "runs", study_name, variant, f"seed{seed}.npz")
+    objects = objects_path(out, study_name, variant, cfg.train.iters, seed)
     os.makedirs(os.path.dirname(objects), exist_ok=True)
     save_objects(objects, result.test_ds, result.predictions)
     return {"study": study_name, "variant": variant, "seed": seed, "iters": cfg.train.iters,
@@ -144,6 +144,11 @@ def run_one(study_name: str, variant: str, seed: int, iters: int | None, out: st
             "commit": _commit(), "sets": dict(sets or {}),
             "segm": {k: m["segm"][k] for k in ("AP", "AP50", "AP75", "APs")},
             "bbox": {k: m["bbox"][k] for k in ("AP", "AP50", "AP75")}}
+
+
+def objects_path(out: str, study_name: str, variant: str, iters: int, seed: int) -> str:
+    """Where a run's per-object file goes: ``OUT/runs/STUDY/VARIANT/<iters>it_seed<S>.npz``."""
+    return os.path.join(out, "runs", study_name, variant, f"{iters}it_seed{seed}.npz")
 
 
 PREVIEW_IMAGES = 8  # held-out images whose predicted masks each run keeps (objects.npz) for figures
