@@ -26,7 +26,7 @@ import time
 from minirc.train.trainer import TrainConfig
 
 TEST_SEED_OFFSET = 1_000_003
-DEMO_ITERS = 1500  # the demo's fixed length: README and docs/training.md quote the numbers it gives
+DEMO_ITERS = 1800  # the demo's fixed length: README and docs/training.md quote the numbers it gives
 
 
 @dataclasses.dataclass
