@@ -18,7 +18,7 @@ rounding of the float64 sum).
 Backends (the update is elementwise, so they agree bit for bit):
 
 * ``"numpy"``: the update above in NumPy, one whole-array operation at a time (the reference);
-* ``"cpu"`` (host arrays, the default): one fused Numba kernel per parameter that reads each
+* ``"cpu"`` (host arrays under any backend but ``"numpy"``): one fused Numba kernel per parameter that reads each
   element once and writes its weight and momentum buffer in place, with the same roundings;
 * ``"cuda"`` (parameters moved with ``Module.to_device``, whatever the backend): one CUDA kernel per
   parameter, one thread per element, and the momentum buffers live on the device beside the weights.
