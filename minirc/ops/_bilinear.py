@@ -14,8 +14,10 @@ through :func:`for_cuda`.
 from __future__ import annotations
 
 import math
+import types
 
 from numba import njit
+from numba.core.dispatcher import Dispatcher
 
 from minirc.backend import cuda_simulated
 
@@ -23,12 +25,24 @@ from minirc.backend import cuda_simulated
 def for_cuda(fn):
     """``fn`` as the CUDA kernels call it.
 
-    On a GPU, Numba compiles the ``@njit`` function into the kernel as a device function. Under the
-    simulator (``NUMBA_ENABLE_CUDASIM=1``) kernels run as Python, and calling the compiled CPU
-    function would hand back Python floats (float64 arithmetic from there on), so the kernels get
-    the plain Python function instead, which keeps NumPy's float32 scalars float32.
+    On a GPU, Numba compiles the ``@njit`` function into the kernel as a device function (and the
+    ``@njit`` functions it calls with it). Under the simulator (``NUMBA_ENABLE_CUDASIM=1``) kernels
+    run as Python, and calling a compiled CPU function would hand back Python floats (float64
+    arithmetic from there on), so the kernels get the plain Python function instead, which keeps
+    NumPy's float32 scalars float32, and so do the ``@njit`` functions it calls.
     """
-    return fn.py_func if cuda_simulated() else fn
+    return _as_python(fn) if cuda_simulated() else fn
+
+
+def _as_python(fn):
+    """The Python function of the ``@njit`` function ``fn``, calling the Python functions of the ``@njit``
+    functions it names. Its globals are a copy taken now: call for_cuda once the callees are defined."""
+    py = fn.py_func
+    env = dict(py.__globals__)
+    for name in py.__code__.co_names:
+        if isinstance(env.get(name), Dispatcher):
+            env[name] = _as_python(env[name])
+    return types.FunctionType(py.__code__, env, py.__name__, py.__defaults__, py.__closure__)
 
 
 @njit(cache=True)

@@ -18,9 +18,11 @@ import numbers
 
 import numba
 import numpy as np
+from numba import njit
 
 from minirc import _checks
 from minirc.cuda_utils import blocks_for, device_zeros, like_input, to_device
+from minirc.ops._bilinear import bilinear_neighbours, sample_coord
 from minirc.ops._rois import check_backward_args, check_pool_args, check_rois, check_spatial_scale
 
 # Samples of one roi (PH * PW * grid_h * grid_w): the cpu sample table of one roi has this many rows,
@@ -201,7 +203,18 @@ def add_mean_grad_numpy(grad, grad_roi, valid, corners, weights, grid):
                             grad[:, r[s], c[s]] += g * w[s] / count
 
 
-# ---- host side of the cpu kernels: channels-last copies ---------------------------------------------
+# ---- cpu: a kernel piece and the channels-last copies ---------------------------------------------
+@njit(cache=True)
+def sample_cells(sh, sw, bh, bw, gh, gw, ph, pw, iy, ix, H, W):
+    """Sample (iy, ix) of bin (ph, pw) of a roi whose geometry is sh, sw, bh, bw, gh, gw: (on_map, its
+    four neighbours as cells y * W + x of a channels-last (H * W, C) plane, their weights w1..w4), as
+    :func:`minirc.ops._bilinear.bilinear_neighbours` at :func:`minirc.ops._bilinear.sample_coord`."""
+    y = sample_coord(sh, ph, bh, iy, gh)
+    x = sample_coord(sw, pw, bw, ix, gw)
+    v, yl, xl, yh, xh, w1, w2, w3, w4 = bilinear_neighbours(y, x, H, W)
+    return v, yl * W + xl, yl * W + xh, yh * W + xl, yh * W + xh, w1, w2, w3, w4
+
+
 def channels_last(x):
     """(N, C, H, W) -> a contiguous (N, H * W, C) copy: a pixel's C values side by side, so the kernels'
     loops over channels read (and write) one contiguous run and vectorise."""
@@ -221,7 +234,32 @@ def channel_blocks(C: int) -> int:
     return max(1, min(C // 16, numba.get_num_threads()))
 
 
-# ---- host side of the cuda kernels ------------------------------------------------------------------
+# ---- cuda: kernel pieces and the host side -------------------------------------------------------------
+@njit(cache=True)
+def add_roi_mean_grad(gout, gin, k, b, c, sh, sw, bh, bw, gh, gw, count):
+    """The backward of roi k's bin means into the gradient plane (b, c) of gin (N, C, H, W): every
+    on-map sample of every bin adds gout[k, c, bin] * w / count into its four neighbours, in the order
+    (bin, sample, neighbour). sh, sw, bh, bw, gh, gw: the roi's geometry (T, T, T, T, int, int).
+
+    Called by the deterministic cuda kernels (through :func:`minirc.ops._bilinear.for_cuda`).
+    """
+    H, W = gin.shape[2], gin.shape[3]
+    PH, PW = gout.shape[2], gout.shape[3]
+    for ph in range(PH):
+        for pw in range(PW):
+            g = gout[k, c, ph, pw]
+            for iy in range(gh):
+                y = sample_coord(sh, ph, bh, iy, gh)
+                for ix in range(gw):
+                    x = sample_coord(sw, pw, bw, ix, gw)
+                    v, yl, xl, yh, xh, w1, w2, w3, w4 = bilinear_neighbours(y, x, H, W)
+                    if v:
+                        gin[b, c, yl, xl] += g * w1 / count
+                        gin[b, c, yl, xh] += g * w2 / count
+                        gin[b, c, yh, xl] += g * w3 / count
+                        gin[b, c, yh, xh] += g * w4 / count
+
+
 def launch_forward_cuda(kernel, input, rois, batch, output_size, spatial_scale, *args, argmax=False):
     """``kernel(input, rois, batch, spatial_scale, *args, out[, argmax])`` on the device, one thread per
     output element; out (K, C, PH, PW) in the input dtype and argmax int32 start zeroed.

@@ -35,8 +35,9 @@ from numba import cuda, njit, prange
 from minirc.backend import get_backend
 from minirc.cuda_utils import to_host
 from minirc.ops._bilinear import align_roi_geometry, bilinear_neighbours, for_cuda, sample_coord
-from minirc.ops._roi_sampling import (MAX_SAMPLES_PER_ROI, add_mean_grad_numpy, align_geometry_numpy,  # noqa: F401
-                                      axis_samples, channel_blocks, channels_last, check_backward_sampling_args,
+from minirc.ops._roi_sampling import MAX_SAMPLES_PER_ROI  # noqa: F401 (minirc.ops.roi_align.MAX_SAMPLES_PER_ROI)
+from minirc.ops._roi_sampling import (add_mean_grad_numpy, add_roi_mean_grad, align_geometry_numpy, axis_samples,
+                                      channel_blocks, channels_last, check_backward_sampling_args,
                                       check_feature_plane, check_forward_args, from_channels_last,
                                       launch_backward_cuda, launch_forward_cuda)
 from minirc.ops._rois import zeros_like_input
@@ -249,6 +250,7 @@ def roi_align_backward_cpu(grad_output, rois, batch, input_shape, spatial_scale,
 
 # ---- Numba CUDA -------------------------------------------------------------------------------
 _geometry_d, _coord_d, _bilinear_d = (for_cuda(f) for f in (align_roi_geometry, sample_coord, bilinear_neighbours))
+_roi_grad_d = for_cuda(add_roi_mean_grad)
 
 
 @cuda.jit
@@ -274,29 +276,15 @@ def _forward_cuda_kernel(feat, rois, batch, scale, aligned, sampling_ratio, out)
 @cuda.jit
 def _backward_cuda_plane_kernel(gout, rois, batch, scale, aligned, sampling_ratio, gin):
     """Deterministic: thread (b, c) owns gradient plane (b, c) and adds its rois in order."""
-    N, C, H, W = gin.shape
+    N, C = gin.shape[0], gin.shape[1]
     K, PH, PW = gout.shape[0], gout.shape[2], gout.shape[3]
     for q in range(cuda.grid(1), N * C, cuda.gridsize(1)):
         b, c = q // C, q % C
         for k in range(K):
-            if batch[k] != b:
-                continue
-            sh, sw, bh, bw, gh, gw, cnt = _geometry_d(rois[k, 1], rois[k, 2], rois[k, 3], rois[k, 4],
-                                                             scale, aligned, sampling_ratio, PH, PW)
-            count = type(cnt)(gh * gw)
-            for ph in range(PH):
-                for pw in range(PW):
-                    g = gout[k, c, ph, pw]
-                    for iy in range(gh):
-                        y = _coord_d(sh, ph, bh, iy, gh)
-                        for ix in range(gw):
-                            x = _coord_d(sw, pw, bw, ix, gw)
-                            v, yl, xl, yh, xh, w1, w2, w3, w4 = _bilinear_d(y, x, H, W)
-                            if v:
-                                gin[b, c, yl, xl] += g * w1 / count
-                                gin[b, c, yl, xh] += g * w2 / count
-                                gin[b, c, yh, xl] += g * w3 / count
-                                gin[b, c, yh, xh] += g * w4 / count
+            if batch[k] == b:
+                sh, sw, bh, bw, gh, gw, cnt = _geometry_d(rois[k, 1], rois[k, 2], rois[k, 3], rois[k, 4],
+                                                          scale, aligned, sampling_ratio, PH, PW)
+                _roi_grad_d(gout, gin, k, b, c, sh, sw, bh, bw, gh, gw, type(cnt)(gh * gw))  # no max(., 1)
 
 
 @cuda.jit

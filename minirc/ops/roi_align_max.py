@@ -38,7 +38,7 @@ from minirc.cuda_utils import is_device_array, to_device, to_host
 from minirc.ops._bilinear import align_roi_geometry, bilinear_neighbours, for_cuda, sample_coord
 from minirc.ops._roi_sampling import (align_geometry_numpy, channels_last, check_backward_sampling_args,
                                       check_feature_plane, check_forward_args, launch_backward_cuda,
-                                      launch_forward_cuda, roi_sample_grid, sample_values)
+                                      launch_forward_cuda, roi_sample_grid, sample_cells, sample_values)
 from minirc.ops._rois import zeros_like_input
 
 FLT_MAX = float(np.finfo(np.float32).max)  # the running max starts here, as RoIPool's, also for float64
@@ -109,14 +109,11 @@ def _forward_cpu_kernel(feat_t, rois, batch, scale, aligned, sampling_ratio, H, 
                 best[:] = zero if gh * gw == 0 else lowest
                 idx[:] = -1
                 for iy in range(gh):
-                    y = sample_coord(sh, ph, bh, iy, gh)
                     for ix in range(gw):
-                        x = sample_coord(sw, pw, bw, ix, gw)
-                        v, yl, xl, yh, xh, w1, w2, w3, w4 = bilinear_neighbours(y, x, H, W)
+                        v, p1, p2, p3, p4, w1, w2, w3, w4 = sample_cells(sh, sw, bh, bw, gh, gw, ph, pw, iy, ix, H, W)
                         if v:
                             s = np.int32(iy * gw + ix)
-                            v1, v2 = plane[yl * W + xl], plane[yl * W + xh]
-                            v3, v4 = plane[yh * W + xl], plane[yh * W + xh]
+                            v1, v2, v3, v4 = plane[p1], plane[p2], plane[p3], plane[p4]
                             for c in range(C):
                                 val = w1 * v1[c] + w2 * v2[c] + w3 * v3[c] + w4 * v4[c]
                                 take = val > best[c]
@@ -132,32 +129,40 @@ def _forward_cpu_kernel(feat_t, rois, batch, scale, aligned, sampling_ratio, H, 
                     arg3[k, c, ph * PW + pw] = idx[c]
 
 
-@njit(cache=True, parallel=True)
-def _backward_cpu_kernel(gout, arg, rois, batch, scale, aligned, sampling_ratio, gin):
-    """Thread (b, c) owns gradient plane (b, c) and adds its rois, then their bins, in order."""
+@njit(cache=True)
+def _add_plane_grad(gout, rois, batch, scale, aligned, sampling_ratio, argmax, gin, q):
+    """Gradient plane q = (b, c) of gin (N, C, H, W): the rois of image b in order, their bins in order,
+    each adding its gradient times the weights w1..w4 of its argmax sample into that sample's four
+    neighbours. The whole backward of one thread, on the cpu and on cuda."""
     N, C, H, W = gin.shape
     K, PH, PW = gout.shape[0], gout.shape[2], gout.shape[3]
-    for q in prange(N * C):
-        b, c = q // C, q % C
-        for k in range(K):
-            if batch[k] != b:
-                continue
-            sh, sw, bh, bw, gh, gw, _ = align_roi_geometry(rois[k, 1], rois[k, 2], rois[k, 3], rois[k, 4],
-                                                           scale, aligned, sampling_ratio, PH, PW)
-            for ph in range(PH):
-                for pw in range(PW):
-                    a = arg[k, c, ph, pw]
-                    if a < 0:
-                        continue
-                    y = sample_coord(sh, ph, bh, a // gw, gh)
-                    x = sample_coord(sw, pw, bw, a % gw, gw)
-                    v, yl, xl, yh, xh, w1, w2, w3, w4 = bilinear_neighbours(y, x, H, W)
-                    if v:
-                        g = gout[k, c, ph, pw]
-                        gin[b, c, yl, xl] += g * w1
-                        gin[b, c, yl, xh] += g * w2
-                        gin[b, c, yh, xl] += g * w3
-                        gin[b, c, yh, xh] += g * w4
+    b, c = q // C, q % C
+    for k in range(K):
+        if batch[k] != b:
+            continue
+        sh, sw, bh, bw, gh, gw, _ = align_roi_geometry(rois[k, 1], rois[k, 2], rois[k, 3], rois[k, 4],
+                                                       scale, aligned, sampling_ratio, PH, PW)
+        for ph in range(PH):
+            for pw in range(PW):
+                a = argmax[k, c, ph, pw]
+                if a < 0:
+                    continue
+                y = sample_coord(sh, ph, bh, a // gw, gh)
+                x = sample_coord(sw, pw, bw, a % gw, gw)
+                v, yl, xl, yh, xh, w1, w2, w3, w4 = bilinear_neighbours(y, x, H, W)
+                if v:
+                    g = gout[k, c, ph, pw]
+                    gin[b, c, yl, xl] += g * w1
+                    gin[b, c, yl, xh] += g * w2
+                    gin[b, c, yh, xl] += g * w3
+                    gin[b, c, yh, xh] += g * w4
+
+
+@njit(cache=True, parallel=True)
+def _backward_cpu_kernel(gout, rois, batch, scale, aligned, sampling_ratio, argmax, gin):
+    """Thread (b, c) owns gradient plane (b, c) (:func:`_add_plane_grad`): race-free, deterministic."""
+    for q in prange(gin.shape[0] * gin.shape[1]):
+        _add_plane_grad(gout, rois, batch, scale, aligned, sampling_ratio, argmax, gin, q)
 
 
 def roi_align_max_cpu(input, rois, batch, output_size, spatial_scale, sampling_ratio, aligned):
@@ -174,12 +179,13 @@ def roi_align_max_backward_cpu(grad_output, argmax, rois, batch, input_shape, sp
                                aligned):
     gout, arg = np.ascontiguousarray(to_host(grad_output)), np.ascontiguousarray(to_host(argmax))
     grad = np.zeros(input_shape, dtype=gout.dtype)
-    _backward_cpu_kernel(gout, arg, rois, batch, gout.dtype.type(spatial_scale), aligned, sampling_ratio, grad)
+    _backward_cpu_kernel(gout, rois, batch, gout.dtype.type(spatial_scale), aligned, sampling_ratio, arg, grad)
     return grad
 
 
 # ---- Numba CUDA -----------------------------------------------------------------------------------
 _geometry_d, _coord_d, _bilinear_d = (for_cuda(f) for f in (align_roi_geometry, sample_coord, bilinear_neighbours))
+_plane_grad_d = for_cuda(_add_plane_grad)
 
 
 @cuda.jit
@@ -213,30 +219,9 @@ def _forward_cuda_kernel(feat, rois, batch, scale, aligned, sampling_ratio, out,
 
 @cuda.jit
 def _backward_cuda_kernel(gout, rois, batch, scale, aligned, sampling_ratio, argmax, gin):
-    """Deterministic: thread (b, c) owns gradient plane (b, c) and adds its rois in order."""
-    N, C, H, W = gin.shape
-    K, PH, PW = gout.shape[0], gout.shape[2], gout.shape[3]
-    for q in range(cuda.grid(1), N * C, cuda.gridsize(1)):
-        b, c = q // C, q % C
-        for k in range(K):
-            if batch[k] != b:
-                continue
-            sh, sw, bh, bw, gh, gw, cnt = _geometry_d(rois[k, 1], rois[k, 2], rois[k, 3], rois[k, 4],
-                                                      scale, aligned, sampling_ratio, PH, PW)
-            for ph in range(PH):
-                for pw in range(PW):
-                    a = argmax[k, c, ph, pw]
-                    if a < 0:
-                        continue
-                    y = _coord_d(sh, ph, bh, a // gw, gh)
-                    x = _coord_d(sw, pw, bw, a % gw, gw)
-                    v, yl, xl, yh, xh, w1, w2, w3, w4 = _bilinear_d(y, x, H, W)
-                    if v:
-                        g = gout[k, c, ph, pw]
-                        gin[b, c, yl, xl] += g * w1
-                        gin[b, c, yl, xh] += g * w2
-                        gin[b, c, yh, xl] += g * w3
-                        gin[b, c, yh, xh] += g * w4
+    """Deterministic: thread (b, c) owns gradient plane (b, c) (:func:`_add_plane_grad`, as on the cpu)."""
+    for q in range(cuda.grid(1), gin.shape[0] * gin.shape[1], cuda.gridsize(1)):
+        _plane_grad_d(gout, rois, batch, scale, aligned, sampling_ratio, argmax, gin, q)
 
 
 def roi_align_max_cuda(input, rois, batch, output_size, spatial_scale, sampling_ratio, aligned):

@@ -39,9 +39,10 @@ from numba import cuda, njit, prange
 from minirc.backend import get_backend
 from minirc.cuda_utils import to_host
 from minirc.ops._bilinear import bilinear_neighbours, for_cuda, sample_coord
-from minirc.ops._roi_sampling import (add_mean_grad_numpy, channel_blocks, channels_last, check_backward_sampling_args,
-                                      check_feature_plane, check_forward_args, from_channels_last, grid_sizes,
-                                      launch_backward_cuda, launch_forward_cuda, roi_sample_grid, sample_values)
+from minirc.ops._roi_sampling import (add_mean_grad_numpy, add_roi_mean_grad, channel_blocks, channels_last,
+                                      check_backward_sampling_args, check_feature_plane, check_forward_args,
+                                      from_channels_last, grid_sizes, launch_backward_cuda, launch_forward_cuda,
+                                      roi_sample_grid, sample_cells, sample_values)
 from minirc.ops._rois import zeros_like_input
 from minirc.ops.roi_pool import check_cells, pool_roi_geometry
 
@@ -56,7 +57,6 @@ def warp_roi_geometry(x1, y1, x2, y2, spatial_scale, sampling_ratio, pooled_h, p
     """
     T = type(x1)
     start_h, start_w, bin_h, bin_w = pool_roi_geometry(x1, y1, x2, y2, spatial_scale, pooled_h, pooled_w)
-    bin_h, bin_w = T(bin_h), T(bin_w)  # already T; under the CUDA simulator they come back as Python floats
     if sampling_ratio > 0:
         grid_h = sampling_ratio
         grid_w = sampling_ratio
@@ -131,13 +131,10 @@ def _forward_cpu_kernel(feat_t, rois, batch, scale, sampling_ratio, H, W, PH, PW
             for pw in range(PW):
                 acc[:] = 0
                 for iy in range(gh):
-                    y = sample_coord(sh, ph, bh, iy, gh)
                     for ix in range(gw):
-                        x = sample_coord(sw, pw, bw, ix, gw)
-                        v, yl, xl, yh, xh, w1, w2, w3, w4 = bilinear_neighbours(y, x, H, W)
+                        v, p1, p2, p3, p4, w1, w2, w3, w4 = sample_cells(sh, sw, bh, bw, gh, gw, ph, pw, iy, ix, H, W)
                         if v:
-                            v1, v2 = plane[yl * W + xl], plane[yl * W + xh]
-                            v3, v4 = plane[yh * W + xl], plane[yh * W + xh]
+                            v1, v2, v3, v4 = plane[p1], plane[p2], plane[p3], plane[p4]
                             for c in range(C):
                                 acc[c] += w1 * v1[c] + w2 * v2[c] + w3 * v3[c] + w4 * v4[c]
                 for c in range(C):
@@ -167,15 +164,14 @@ def _backward_cpu_kernel(gout_t, rois, batch, scale, sampling_ratio, H, W, PH, P
                 for pw in range(PW):
                     go = gout_t[k, ph * PW + pw, c0:c1]
                     for iy in range(gh):
-                        y = sample_coord(sh, ph, bh, iy, gh)
                         for ix in range(gw):
-                            x = sample_coord(sw, pw, bw, ix, gw)
-                            v, yl, xl, yh, xh, w1, w2, w3, w4 = bilinear_neighbours(y, x, H, W)
+                            v, p1, p2, p3, p4, w1, w2, w3, w4 = sample_cells(sh, sw, bh, bw, gh, gw, ph, pw, iy, ix,
+                                                                             H, W)
                             if v:
-                                _add_scaled(plane[yl * W + xl, c0:c1], go, w1, count)
-                                _add_scaled(plane[yl * W + xh, c0:c1], go, w2, count)
-                                _add_scaled(plane[yh * W + xl, c0:c1], go, w3, count)
-                                _add_scaled(plane[yh * W + xh, c0:c1], go, w4, count)
+                                _add_scaled(plane[p1, c0:c1], go, w1, count)
+                                _add_scaled(plane[p2, c0:c1], go, w2, count)
+                                _add_scaled(plane[p3, c0:c1], go, w3, count)
+                                _add_scaled(plane[p4, c0:c1], go, w4, count)
 
 
 def roi_warp_cpu(input, rois, batch, output_size, spatial_scale, sampling_ratio):
@@ -198,6 +194,7 @@ def roi_warp_backward_cpu(grad_output, rois, batch, input_shape, spatial_scale, 
 
 # ---- Numba CUDA -----------------------------------------------------------------------------------
 _geometry_d, _coord_d, _bilinear_d = (for_cuda(f) for f in (warp_roi_geometry, sample_coord, bilinear_neighbours))
+_roi_grad_d = for_cuda(add_roi_mean_grad)
 
 
 @cuda.jit
@@ -224,28 +221,15 @@ def _forward_cuda_kernel(feat, rois, batch, scale, sampling_ratio, out):
 @cuda.jit
 def _backward_cuda_kernel(gout, rois, batch, scale, sampling_ratio, gin):
     """Deterministic: thread (b, c) owns gradient plane (b, c) and adds its rois in order."""
-    N, C, H, W = gin.shape
+    N, C = gin.shape[0], gin.shape[1]
     K, PH, PW = gout.shape[0], gout.shape[2], gout.shape[3]
     for q in range(cuda.grid(1), N * C, cuda.gridsize(1)):
         b, c = q // C, q % C
         for k in range(K):
-            if batch[k] != b:
-                continue
-            sh, sw, bh, bw, gh, gw, count = _geometry_d(rois[k, 1], rois[k, 2], rois[k, 3], rois[k, 4],
-                                                        scale, sampling_ratio, PH, PW)
-            for ph in range(PH):
-                for pw in range(PW):
-                    g = gout[k, c, ph, pw]
-                    for iy in range(gh):
-                        y = _coord_d(sh, ph, bh, iy, gh)
-                        for ix in range(gw):
-                            x = _coord_d(sw, pw, bw, ix, gw)
-                            v, yl, xl, yh, xh, w1, w2, w3, w4 = _bilinear_d(y, x, H, W)
-                            if v:
-                                gin[b, c, yl, xl] += g * w1 / count
-                                gin[b, c, yl, xh] += g * w2 / count
-                                gin[b, c, yh, xl] += g * w3 / count
-                                gin[b, c, yh, xh] += g * w4 / count
+            if batch[k] == b:
+                sh, sw, bh, bw, gh, gw, count = _geometry_d(rois[k, 1], rois[k, 2], rois[k, 3], rois[k, 4],
+                                                            scale, sampling_ratio, PH, PW)
+                _roi_grad_d(gout, gin, k, b, c, sh, sw, bh, bw, gh, gw, count)
 
 
 def roi_warp_cuda(input, rois, batch, output_size, spatial_scale, sampling_ratio):
