@@ -1,5 +1,5 @@
-"""What the tests of the RoI sampling ops share: rois from rows, and the bad arguments that roi_align,
-roi_warp and roi_align_max refuse alike (one argument at a time, the rest valid)."""
+"""What the tests of the RoI sampling ops share: rois from rows, random cases, and the bad arguments
+that roi_align, roi_warp and roi_align_max refuse alike (one argument at a time, the rest valid)."""
 import numpy as np
 import pytest
 
@@ -7,6 +7,19 @@ import pytest
 def rois(*rows, dtype=np.float32):
     """(K, 5) rois [batch_index, x1, y1, x2, y2] from rows of five numbers."""
     return np.array(rows, dtype=dtype).reshape(-1, 5)
+
+
+def random_case(rng, n=2, c=3, h=7, w=9, k=12, dtype=np.float32, ties=False, corners=(-30, 160), size=90):
+    """A random input (n, c, h, w) and k rois on it: x1, y1 uniform in ``corners`` (input pixels), widths
+    and heights uniform in [-4, size), a fifth of them 0, the first two sub-pixel. ties: integer values."""
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    if ties:
+        x = np.round(x)
+    xy = rng.uniform(*corners, (k, 2))
+    wh = rng.uniform(-4, size, (k, 2)) * (rng.random((k, 1)) < 0.8)  # some zero-size and inverted
+    wh[:2] = rng.uniform(0, 1.5, (2, 2))                              # sub-pixel boxes
+    rois = np.concatenate([rng.integers(0, n, (k, 1)), xy, xy + wh], 1).astype(dtype)
+    return x, rois
 
 
 BAD_SAMPLING_ARGUMENTS = [  # (keyword arguments, error, message pattern)

@@ -11,6 +11,7 @@ from minirc.backend import cuda_available
 from minirc.ops.roi_align import roi_align, roi_align_backward
 from minirc.testing import assert_backends_agree, numerical_grad
 from roi_cases import BAD_SAMPLING_ARGUMENTS, assert_refuses
+from roi_cases import random_case as _random_case
 from roi_cases import rois as _rois
 
 ra = importlib.import_module("minirc.ops.roi_align")  # the module (minirc.ops.roi_align is the function)
@@ -83,15 +84,6 @@ def test_half_of_the_samples_off_the_map_halves_the_bin(backend):
 
 
 # ---- backends agree bit for bit --------------------------------------------------------------------
-def _random_case(rng, n=2, c=3, h=7, w=9, k=12, dtype=np.float32):
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    xy = rng.uniform(-30, 160, (k, 2))
-    wh = rng.uniform(-4, 90, (k, 2)) * (rng.random((k, 1)) < 0.8)  # some zero-size and inverted
-    wh[:2] = rng.uniform(0, 1.5, (2, 2))                              # sub-pixel boxes
-    rois = np.concatenate([rng.integers(0, n, (k, 1)), xy, xy + wh], 1).astype(dtype)
-    return x, rois
-
-
 @pytest.mark.parametrize("scale, sr, aligned, size", [(1 / 16, 2, False, 3), (1 / 8, -1, True, (2, 3)),
                                                      (1 / 16, 0, False, 2), (0.125, 3, True, 2)])
 def test_numpy_cpu_cuda_forward_and_backward_identical(rng, scale, sr, aligned, size):

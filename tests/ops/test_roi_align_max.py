@@ -10,7 +10,7 @@ from minirc.nn import functional as F
 from minirc.ops.roi_align import roi_align
 from minirc.ops.roi_align_max import FLT_MAX, roi_align_max, roi_align_max_backward
 from minirc.testing import assert_backends_agree, gradcheck, numerical_grad
-from roi_cases import BAD_SAMPLING_ARGUMENTS, assert_refuses
+from roi_cases import BAD_SAMPLING_ARGUMENTS, assert_refuses, random_case
 from roi_cases import rois as _rois
 
 X10 = np.arange(100, dtype=np.float32).reshape(1, 1, 10, 10)  # value 10r + c: bilinear reads 10y + x
@@ -98,15 +98,8 @@ def test_all_minus_inf_bin_gives_minus_flt_max(backend):
 
 
 # ---- relations to RoIAlign -------------------------------------------------------------------------
-def _random_case(rng, n=2, c=3, h=7, w=9, k=12, dtype=np.float32, ties=False):
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    if ties:
-        x = np.round(x)
-    xy = rng.uniform(-10, 70, (k, 2))
-    wh = rng.uniform(-4, 60, (k, 2)) * (rng.random((k, 1)) < 0.8)  # some zero-size and inverted
-    wh[:2] = rng.uniform(0, 1.5, (2, 2))                             # sub-pixel boxes
-    rois = np.concatenate([rng.integers(0, n, (k, 1)), xy, xy + wh], 1).astype(dtype)
-    return x, rois
+def _random_case(rng, **kwargs):
+    return random_case(rng, corners=(-10, 70), size=60, **kwargs)  # boxes of the small maps used here
 
 
 @pytest.mark.parametrize("aligned", [False, True])

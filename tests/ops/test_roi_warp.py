@@ -14,6 +14,7 @@ from minirc.ops.roi_pool import MAX_CELL, roi_pool
 from minirc.ops.roi_warp import roi_warp, roi_warp_backward
 from minirc.testing import assert_backends_agree, gradcheck, numerical_grad
 from roi_cases import BAD_SAMPLING_ARGUMENTS, assert_refuses
+from roi_cases import random_case as _random_case
 from roi_cases import rois as _rois
 
 X10 = np.arange(100, dtype=np.float32).reshape(1, 1, 10, 10)  # value 10r + c: bilinear reads 10y + x
@@ -82,15 +83,6 @@ def test_off_the_map_passes_no_gradient(backend):
 
 
 # ---- RoIWarp is RoIAlign (aligned=False) on the snapped box ------------------------------------------
-def _random_case(rng, n=2, c=3, h=7, w=9, k=12, dtype=np.float32):
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    xy = rng.uniform(-30, 160, (k, 2))
-    wh = rng.uniform(-4, 90, (k, 2)) * (rng.random((k, 1)) < 0.8)  # some zero-size and inverted
-    wh[:2] = rng.uniform(0, 1.5, (2, 2))                              # sub-pixel boxes
-    rois = np.concatenate([rng.integers(0, n, (k, 1)), xy, xy + wh], 1).astype(dtype)
-    return x, rois
-
-
 def _snapped(rois, scale):
     """[start, end + 1] / scale per axis, start and end RoIPool's rounded cells (C's round)."""
     cells = rois[:, 1:].astype(np.float64) * np.float64(np.float32(scale))
