@@ -1,11 +1,13 @@
 """What roi_align, roi_warp and roi_align_max share: argument checks, the per-roi sample grid and its
-limit, the NumPy reference of bilinear sampling over one roi, and the host side of their kernels.
+limit, the NumPy reference of bilinear sampling over one roi, pieces of their cpu and cuda kernels,
+and the host code around the kernels (channels-last copies, launches).
 
 All three read a roi's bins at bilinear sample points (the per-sample math of
 :mod:`minirc.ops._bilinear`, torchvision's border rule); roi_warp differs from RoIAlign only in where
 the roi starts (it snaps it to whole cells first), roi_align_max only in how a bin aggregates its
-samples (the max). A sample outside ``[-1, H] x [-1, W]`` is *off the map*: it reads no pixel and
-passes no gradient.
+samples (the max). A sample outside ``[-1, H] x [-1, W]`` is *off the map*: it passes no gradient,
+and in roi_warp and roi_align_max its value is exactly 0 (it reads no pixel; roi_align's forward, as
+torchvision's, reads pixel 0 with weight 0 there).
 
 Limits (checked in Python before any kernel runs, so nothing inside a kernel can wrap or hang):
 ``MAX_SAMPLES_PER_ROI`` samples per roi (PH * PW * grid_h * grid_w, the loop count of one roi),

@@ -25,7 +25,9 @@ Backends:
            (deterministic, default) or, with ``deterministic=False``, one thread per output element
            scattering with ``cuda.atomic.add`` (faster on a GPU; float additions then happen in a
            run-dependent order, so the last bits of the gradient may differ between runs).
-The per-sample math (``minirc/ops/_bilinear.py``) is shared by the cpu and cuda kernels.
+The per-sample math (``minirc/ops/_bilinear.py``) is shared by the cpu and cuda kernels; what
+roi_align shares with roi_warp and roi_align_max (checks, limits, launches) is in
+``minirc/ops/_roi_sampling.py``.
 """
 from __future__ import annotations
 

@@ -284,8 +284,8 @@ def test_back_on_cpu_the_model_moves_to_the_host(runs):
 # Files that may copy device data to the host during a training step: the RPN reads its detached
 # objectness and deltas to decode proposals; matching, proposal filtering and mask-target building
 # run on host arrays (their kernels copy results back); .item()/.numpy() of the outputs.
-DOWNLOAD_EDGES = {"detection/rpn.py", "ops/box_iou.py", "ops/boxes.py", "ops/nms.py", "ops/roi_align.py",
-                  "autograd.py"}
+DOWNLOAD_EDGES = {"detection/rpn.py", "ops/box_iou.py", "ops/boxes.py", "ops/nms.py", "ops/_roi_sampling.py",
+                  "autograd.py"}  # ops/_roi_sampling.py: roi_align's kernel launches
 
 
 @pytest.mark.skipif(not cuda_simulated(), reason="counts copies through the simulator")
