@@ -268,13 +268,14 @@ def _bad_indices_cuda_kernel(idx, height, width, kh, kw, sh, sw, ph, pw, dh, dw,
             cuda.atomic.add(bad, 0, 1)
 
 
-def max_pool2d_backward_cuda(grad_out, indices, input_shape, kernel, stride, padding, dilation):
+def max_pool2d_backward_cuda(grad_out, indices, input_shape, kernel, stride, padding, dilation,
+                             check_indices=True):
     n, c, height, width = input_shape
     grad_in = device_zeros((n * c, height, width), grad_out.dtype)
     total = n * c * height * width
     m = int(np.prod(grad_out.shape))
-    if m > 0:  # the indices are checked on the device: one counter comes back
-        k = to_device(indices).reshape(n * c, grad_out.shape[2], grad_out.shape[3])
+    k = to_device(indices).reshape(n * c, grad_out.shape[2], grad_out.shape[3]) if m > 0 else None
+    if m > 0 and check_indices:  # the indices are checked on the device: one counter comes back
         bad = device_zeros(1, np.int64)
         _bad_indices_cuda_kernel[blocks_for(m), 256](k, height, width, *kernel, *stride, *padding,
                                                      *dilation, bad)
@@ -325,13 +326,16 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 
 
 def max_pool2d_backward(grad_out, indices, input_shape, kernel_size, stride=None, padding=0, dilation=1,
-                        backend=None):
+                        backend=None, check_indices=True):
     """Gradient w.r.t. the input: ``grad_in[n, c].flat[indices[n, c, i, j]] += grad_out[n, c, i, j]``.
 
     grad_out, indices: (N, C, OH, OW) as returned by :func:`max_pool2d`; input_shape: (N, C, H, W).
     The window arguments are those of the forward (the CUDA gather needs them). Every index must
     be an in-image cell of its own window (what the forward returns): ValueError otherwise, on
-    every backend, before anything is written.
+    every backend, before anything is written. ``check_indices=False`` is for indices that the
+    forward itself returned (the autograd backward): it skips the cuda backend's check, whose
+    verdict costs a device-to-host copy per call (cpu checks inside its scatter at no cost, and
+    numpy, the reference, always checks).
     """
     grad_out = _checks.as_array(grad_out, "grad_out", ndim=4, float_only=True)
     indices = _checks.as_array(indices, "indices", ndim=4)
@@ -350,6 +354,7 @@ def max_pool2d_backward(grad_out, indices, input_shape, kernel_size, stride=None
     if name != "cuda" and (is_device_array(grad_out) or is_device_array(indices)):
         raise TypeError(f"grad_out: CUDA device arrays need backend='cuda', got backend={name!r}")
     if name == "cuda":
-        return max_pool2d_backward_cuda(grad_out, indices, input_shape, kernel, stride, padding, dilation)
+        return max_pool2d_backward_cuda(grad_out, indices, input_shape, kernel, stride, padding, dilation,
+                                        check_indices)
     return _BACKWARD_IMPLS[name](to_host(grad_out), to_host(indices), input_shape, kernel, stride, padding,
                                  dilation)

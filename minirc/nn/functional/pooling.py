@@ -27,7 +27,7 @@ class MaxPool2d(Function):
         if not is_device_array(grad_out):
             grad_out = grad_out.astype(ctx.dtype, copy=False)
         grad_in = _ops.max_pool2d_backward(grad_out, ctx.indices, ctx.input_shape, *ctx.window,
-                                           backend=ctx.backend)
+                                           backend=ctx.backend, check_indices=False)  # the forward's own
         return grad_in, None, None, None, None, None
 
 
