@@ -245,7 +245,9 @@ def results_table(runs: list) -> str:
     """Markdown: one table per study, mean [min-max] over seeds, delta vs the baseline, the paper."""
     rows = summarise(runs)
     lines = []
-    for (study_name, iters, sets) in sorted({(k[0], k[2], k[3]) for k in rows}):
+    order = list(STUDIES)
+    for (study_name, iters, sets) in sorted({(k[0], k[2], k[3]) for k in rows},
+                                            key=lambda g: (order.index(g[0]) if g[0] in order else len(order), g)):
         s = STUDIES.get(study_name)
         base = rows.get((study_name, s.baseline, iters, sets)) if s else None
         extra = f", --set {sets}" if sets else ""
