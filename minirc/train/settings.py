@@ -71,6 +71,7 @@ def parse_value(text: str, type_name: str, key: str):
     low = text.strip().lower()
     if optional and low in ("none", "null"):
         return None
+    wrong = f"--set {key}: expected {_describe(base, optional)}, got {text!r}"
     try:
         if base == "bool":
             if low in _TRUE or low in _FALSE:
@@ -90,8 +91,8 @@ def parse_value(text: str, type_name: str, key: str):
             if isinstance(value, dict):
                 return value
     except (ValueError, json.JSONDecodeError):
-        pass
-    raise ValueError(f"--set {key}: expected {_describe(base, optional)}, got {text!r}")
+        raise ValueError(wrong) from None
+    raise ValueError(wrong)
 
 
 def _number(v: str):
