@@ -14,7 +14,7 @@
 #
 # `minirc ablate STUDY` trains the shapes model once per variant and seed, for a fixed number of
 # iterations, and scores every run on the same held-out images. The runs behind this notebook are
-# committed in `docs/ablations/` (`results.json`, and per run an `objects.npz` with one IoU per
+# committed in `docs/ablations/` (`results.json`, and per run a file in `objects/` with one IoU per
 # held-out object and the predicted masks of the first images); this notebook only reads them and
 # never trains. Each recorded run gives the same numbers again, bit for bit, with the `command` stored
 # beside it (`minirc ablate pooling --variants roi_pool --seeds 0 --iters N --out DIR`).
@@ -128,7 +128,7 @@ def held_out(study, seed):
 
 
 def preview(study, variant, iters, seed, image):
-    path = ABLATIONS / "runs" / study / variant / f"{iters}it_seed{seed}.npz"
+    path = ABLATIONS / "objects" / study / variant / f"{iters}it_seed{seed}.npz"
     with np.load(path) as z:
         masks = z[f"masks_{image}"]
         labels, scores = z[f"labels_{image}"], z[f"scores_{image}"]
@@ -202,7 +202,7 @@ plt.show()
 # %%
 def object_ious(study, variant, iters):
     tables = []
-    for path in sorted((ABLATIONS / "runs" / study / variant).glob(f"{iters}it_seed*.npz")):
+    for path in sorted((ABLATIONS / "objects" / study / variant).glob(f"{iters}it_seed*.npz")):
         with np.load(path) as z:
             tables.append(z["objects"])
     return np.concatenate(tables) if tables else None

@@ -14,7 +14,7 @@ A run is deterministic on the cpu backend: ``minirc ablate STUDY --variants V --
 gives the same numbers bit for bit on any machine and thread count. Results accumulate in
 ``OUT/results.json`` (a run of the same study, variant, seed and length replaces the old one) and
 are summarised in ``OUT/results.md``: mean and spread over seeds, the delta against the study's
-baseline, and the paper's numbers beside them. ``OUT/runs/STUDY/VARIANT/seedS.npz`` keeps each
+baseline, and the paper's numbers beside them. ``OUT/objects/STUDY/VARIANT/<N>it_seed<S>.npz`` keeps each
 run's per-object mask IoUs and a few predicted masks (small: these three are what docs/ablations/
 commits); ``OUT/STUDY/VARIANT/seedS/`` holds its checkpoint, loss log and metrics.
 """
@@ -147,15 +147,15 @@ def run_one(study_name: str, variant: str, seed: int, iters: int | None, out: st
 
 
 def objects_path(out: str, study_name: str, variant: str, iters: int, seed: int) -> str:
-    """Where a run's per-object file goes: ``OUT/runs/STUDY/VARIANT/<iters>it_seed<S>.npz``."""
-    return os.path.join(out, "runs", study_name, variant, f"{iters}it_seed{seed}.npz")
+    """Where a run's per-object file goes: ``OUT/objects/STUDY/VARIANT/<iters>it_seed<S>.npz``."""
+    return os.path.join(out, "objects", study_name, variant, f"{iters}it_seed{seed}.npz")
 
 
-PREVIEW_IMAGES = 8  # held-out images whose predicted masks each run keeps (objects.npz) for figures
+PREVIEW_IMAGES = 8  # held-out images whose predicted masks each run keeps (its objects file) for figures
 
 
 def save_objects(path: str, test_ds, predictions, score_threshold: float = 0.5) -> None:
-    """``objects.npz``: one row per held-out object (``image``, ``label``, ``area`` in pixels, ``iou``
+    """A run's objects file: one row per held-out object (``image``, ``label``, ``area`` in pixels, ``iou``
     of its best same-class mask, minirc/evaluation/object_iou.py), and the binarised masks
     (bit-packed), labels and scores of the detections scoring >= ``score_threshold`` on the first
     :data:`PREVIEW_IMAGES` images, so figures can be drawn without the checkpoint."""

@@ -22,7 +22,7 @@ def test_two_variants_two_iterations_write_a_valid_results_json(tmp_path, capsys
         assert set(r["segm"]) == {"AP", "AP50", "AP75", "APs"} and set(r["bbox"]) == {"AP", "AP50", "AP75"}
         assert r["command"].startswith(f"minirc ablate mask_loss --variants {r['variant']} --seeds 0 --iters 2")
         assert (tmp_path / "abl" / "mask_loss" / r["variant"] / "seed0" / "checkpoint.npz").is_file()
-        assert (tmp_path / "abl" / "runs" / "mask_loss" / r["variant"] / "2it_seed0.npz").is_file()
+        assert (tmp_path / "abl" / "objects" / "mask_loss" / r["variant"] / "2it_seed0.npz").is_file()
     table = (tmp_path / "abl" / "results.md").read_text()
     assert "**sigmoid** (baseline)" in table and "2b softmax: 24.8 / 44.1 / 25.1" in table
 
