@@ -132,6 +132,24 @@ class COCODataset:
                              f"{info['height']}x{info['width']}")
         return image, self.target(iid)
 
+    def check(self, tolerance: float = 1.0) -> None:
+        """Check what training will read before it starts, so a bad file fails in seconds, not
+        mid-run: every image file exists, and every kept annotation's box lies inside its image to
+        within ``tolerance`` pixels (the rounding other tools' exports leave; such boxes are clipped
+        when read). Unknown image or category ids and missing fields are refused when the file is
+        loaded. Raises FileNotFoundError or ValueError naming the file, the id and the field."""
+        for iid in self.image_ids:
+            info = self._images[iid]
+            path = os.path.join(self.image_dir, info["file_name"])
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{self.source}: image id {iid}: field 'file_name': no file {path!r}")
+            h, w = info["height"], info["width"]
+            for ann in self._anns[iid]:
+                x, y, bw, bh = (float(v) for v in ann["bbox"])
+                if self._keep(ann) and (min(x, y) < -tolerance or x + bw > w + tolerance or y + bh > h + tolerance):
+                    raise ValueError(f"{self.source}: annotation id {ann['id']}: field 'bbox': {ann['bbox']} "
+                                     f"reaches outside its image (id {iid}, {w}x{h} pixels, width x height)")
+
     def image_info(self, image_id: int) -> dict:
         """The file's ``images`` entry of ``image_id`` (a copy): ``file_name``, ``height``, ``width``, ..."""
         if image_id not in self._images:

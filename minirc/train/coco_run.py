@@ -58,10 +58,12 @@ def load_datasets(train, image_dir=None, val=None, val_image_dir=None):
     train_ds = COCODataset(train, image_dir, remove_images_without_annotations=True)
     if len(train_ds) == 0:
         raise ValueError(f"--coco: {train_ds.source!r} has no image with a non-crowd annotation to train on")
+    train_ds.check()  # every file and box, before the first iteration
     val_ds = None
     if val is not None:
         val_ds = COCODataset(val, val_image_dir)
         check_categories(categories(train_ds), val_ds, "--val-coco")
+        val_ds.check()
     return train_ds, val_ds
 
 
