@@ -37,9 +37,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
-from minirc.train.ablate import PAPER, STUDIES, results_table, summarise
-from minirc.train.demo import TEST_SEED_OFFSET, datasets, demo_config
-from minirc.train.ablate import run_config
+from minirc.evaluation.object_iou import mask_ious
+from minirc.train.ablate import PAPER, STUDIES, results_table, run_config, summarise
+from minirc.train.demo import datasets, demo_config
 
 ABLATIONS = pathlib.Path("..") / "docs" / "ablations"
 with open(ABLATIONS / "results.json") as f:
@@ -136,15 +136,13 @@ def preview(study, variant, iters, seed, image):
 
 
 def best_mask(gt_mask, gt_label, masks, labels):
-    """The variant's same-class mask that overlaps the object most (None if it has none)."""
-    best, best_iou = None, 0.0
-    for m, lab in zip(masks, labels):
-        if lab != gt_label:
-            continue
-        inter, union = (m & gt_mask).sum(), (m | gt_mask).sum()
-        if union and inter / union > best_iou:
-            best, best_iou = m, inter / union
-    return best, best_iou
+    """The variant's same-class mask that overlaps the object most (None if it has none), and its IoU."""
+    same = np.flatnonzero(labels == gt_label)
+    if same.size == 0:
+        return None, 0.0
+    ious = mask_ious(gt_mask[None], masks[same])[0]  # minirc/evaluation/object_iou.py
+    k = int(np.argmax(ious))
+    return (masks[same[k]], float(ious[k])) if ious[k] > 0 else (None, 0.0)
 
 
 IMAGE_SIZE = demo_config("shapes_demo").image_size
